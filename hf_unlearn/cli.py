@@ -1,0 +1,56 @@
+"""``hf-unlearn``: one entry point, one subcommand per job.
+
+The registry is a plain dict of ``name -> ("module:function", summary)``; a command's module is imported only
+when it runs, so ``hf-unlearn --help`` stays fast and optional extras are never imported by accident.
+Every command takes ``--help``; dataclass-backed commands also take ``--config file.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "hf_unlearn.demo:main",
+        "Run the embedded default end to end: data, full and gold models, table.",
+    ),
+    "train": (
+        "hf_unlearn.train_cli:main",
+        "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
+    ),
+}
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        "usage: hf-unlearn <command> [options]",
+        "",
+        "Machine unlearning for Hugging Face causal LMs.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run 'hf-unlearn <command> --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(
+            f"hf-unlearn: unknown command {name!r}; choose one of {', '.join(COMMANDS)}.\n", file=sys.stderr
+        )
+        print(usage(), file=sys.stderr)
+        return 2
+    module, function = COMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), function)(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Forget / retain / holdout data: the embedded default, loaders, formats and collators."""

@@ -1,0 +1,63 @@
+"""Tokenized datasets and the padding collator shared by training, unlearning and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+
+from hf_unlearn.data.formats import IGNORE_INDEX, pack_texts, qa_as_text, tokenize_qa
+from hf_unlearn.data.loading import row_kind
+
+
+def tokenize_dataset(ds: Dataset, tokenizer, max_length: int = 256, origin: str = "dataset") -> Dataset:
+    """Tokenize QA rows (answer-only labels) or text rows (every token labelled, truncated to ``max_length``).
+
+    The result has ``input_ids``, ``attention_mask``, ``labels`` and keeps ``subject`` when present.
+    """
+    kind = row_kind(ds, origin)
+    keep = [c for c in ("subject",) if c in ds.column_names]
+
+    def encode(row):
+        if kind == "qa":
+            return tokenize_qa(tokenizer, row["question"], row["answer"], max_length)
+        ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+        if tokenizer.bos_token_id is not None:
+            ids = [tokenizer.bos_token_id] + ids
+        ids = ids[:max_length]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
+
+    drop = [c for c in ds.column_names if c not in keep]
+    return ds.map(encode, remove_columns=drop, desc=f"Tokenizing {origin}")
+
+
+def packed_lm_dataset(tokenizer, qa: list[Dataset], text: list[Dataset], block_size: int = 128) -> Dataset:
+    """A language-modelling dataset: QA pairs rendered as text plus raw texts, packed into fixed blocks."""
+    docs = [qa_as_text(tokenizer, q, a) for ds in qa for q, a in zip(ds["question"], ds["answer"])]
+    docs += [t for ds in text for t in ds["text"]]
+    return Dataset.from_dict(pack_texts(tokenizer, docs, block_size))
+
+
+@dataclass
+class PaddingCollator:
+    """Right-pads ``input_ids`` (with ``pad_token_id``), ``attention_mask`` (0) and ``labels`` (-100).
+
+    Extra tensor-like fields with one value per example (e.g. cached reference log-probs) are stacked.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        pads = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+        batch = {
+            key: torch.tensor(
+                [list(f[key]) + [value] * (width - len(f[key])) for f in features], dtype=torch.long
+            )
+            for key, value in pads.items()
+        }
+        for key in features[0]:
+            if key not in pads and isinstance(features[0][key], (int, float)):
+                batch[key] = torch.tensor([f[key] for f in features])
+        return batch

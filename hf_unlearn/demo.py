@@ -1,0 +1,164 @@
+"""``hf-unlearn demo``: the embedded default end to end, offline, on a CPU.
+
+1. Generate fictitious people (``DIR/data/*.jsonl``) and train a byte-level BPE tokenizer (``DIR/tokenizer``).
+2. Train the *full* model on forget + retain people (``DIR/full``) and the *gold* model on retain people
+   only (``DIR/gold``) — the retrained model that unlearning is measured against.
+3. Run every unlearning method registered in :data:`DEMO_METHODS` on the full model (``DIR/methods/<name>``).
+4. Score forget / retain / holdout exact match and ROUGE-L, print the table, write ``DIR/results.json``.
+
+Finished stages are reused when the demo is run again on the same ``DIR`` (``--overwrite`` retrains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from datasets import DatasetDict
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_unlearn.data.formats import qa_as_text
+from hf_unlearn.data.synthetic import FORGET_PERCENTAGES, synthetic_splits, write_synthetic
+from hf_unlearn.evaluation.qa import qa_split_metrics
+from hf_unlearn.evaluation.report import text_table
+from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
+from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
+
+logger = logging.getLogger(__name__)
+EVAL_SPLITS = ("forget", "retain", "holdout")
+
+# name -> function(full_model_dir, data, out_dir, seed) that writes an unlearned model to out_dir and returns
+# {"seconds": unlearning wall time, ...extra result keys}. Filled by the unlearning methods.
+DEMO_METHODS: dict[str, Callable[[Path, DatasetDict, Path, int], dict]] = {}
+
+
+def build_tokenizer(data: DatasetDict, out_dir: Path):
+    """Train the shared tokenizer on every person's bio and QA pairs (held-out people included, so that their
+    names are as cheap to encode as trained people's and membership attacks compare like with like)."""
+    if (out_dir / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(out_dir)
+    corpus = [t for split in EVAL_SPLITS for t in data[f"{split}_text"]["text"]]
+    corpus += [
+        f"{q} {a}" for split in EVAL_SPLITS for q, a in zip(data[split]["question"], data[split]["answer"])
+    ]
+    tokenizer = train_bpe_tokenizer(corpus)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def train_or_reuse(
+    out_dir: Path, tokenizer, data: DatasetDict, splits: list[str], seed: int, overwrite: bool
+):
+    """Train a tiny model on ``splits`` (QA + bios) into ``out_dir``, or reuse a finished one there."""
+    summary_path = out_dir / SUMMARY_FILE
+    if summary_path.exists() and not overwrite:
+        logger.info("Reusing the finished model in %s (pass --overwrite to retrain).", out_dir)
+        return AutoModelForCausalLM.from_pretrained(out_dir), read_json(summary_path)
+    model = build_tiny_llama(tokenizer, seed=seed)
+    args = TrainConfig(output_dir=str(out_dir), seed=seed, overwrite_output_dir=True)
+    summary = train_lm(model, tokenizer, args, [data[s] for s in splits], [data[f"{s}_text"] for s in splits])
+    return model, summary
+
+
+def evaluate_row(model, tokenizer, data: DatasetDict) -> dict:
+    """Exact match and ROUGE-L recall of greedy answers on forget, retain and holdout."""
+    row = {}
+    for split in EVAL_SPLITS:
+        metrics = qa_split_metrics(model, tokenizer, data[split], desc=f"scoring {split}")
+        row.update({f"{split}_{name}": value for name, value in metrics.items()})
+    return row
+
+
+def run_demo(
+    out: Path,
+    n_people: int = 200,
+    n_holdout: int = 20,
+    forget_pct: int = 10,
+    seed: int = 0,
+    overwrite: bool = False,
+    methods: list[str] | None = None,
+) -> dict:
+    """Run the demo into ``out`` and return (and write) the results dictionary."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = synthetic_splits(n_people=n_people, n_holdout=n_holdout, forget_pct=forget_pct, seed=seed)
+    write_synthetic(out / "data", n_people=n_people, n_holdout=n_holdout, forget_pct=forget_pct, seed=seed)
+    tokenizer = build_tokenizer(data, out / "tokenizer")
+    results: dict = {
+        "config": {
+            "n_people": n_people,
+            "n_holdout": n_holdout,
+            "forget_pct": forget_pct,
+            "seed": seed,
+            "prompt_example": qa_as_text(
+                tokenizer, data["forget"][0]["question"], data["forget"][0]["answer"]
+            ),
+        },
+        "methods": {},
+    }
+    for name, splits in (("full", ["forget", "retain"]), ("gold", ["retain"])):
+        model, summary = train_or_reuse(out / name, tokenizer, data, splits, seed, overwrite)
+        results[name] = {
+            **evaluate_row(model, tokenizer, data),
+            "seconds": summary["seconds"],
+            "epochs": summary["epochs"],
+        }
+    for name in methods if methods is not None else list(DEMO_METHODS):
+        method_dir = out / "methods" / name
+        start = time.perf_counter()
+        extra = DEMO_METHODS[name](out / "full", data, method_dir, seed)
+        model = AutoModelForCausalLM.from_pretrained(method_dir)
+        results["methods"][name] = {
+            "seconds": time.perf_counter() - start,
+            **extra,
+            **evaluate_row(model, tokenizer, data),
+        }
+    write_json_atomic(out / "results.json", results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hf-unlearn demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="Output directory (default: runs/demo)."
+    )
+    parser.add_argument(
+        "--people", type=int, default=200, help="Fictitious people to train on (default: 200)."
+    )
+    parser.add_argument(
+        "--holdout", type=int, default=20, help="Extra people never trained on (default: 20)."
+    )
+    parser.add_argument(
+        "--forget-pct",
+        type=int,
+        default=10,
+        choices=FORGET_PERCENTAGES,
+        help="Share of people to forget, in percent (default: 10).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed for data and training (default: 0).")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        help=f"Unlearning methods to run (default: all registered: {', '.join(DEMO_METHODS) or 'none yet'}).",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Retrain models even if DIR holds finished ones."
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.methods or []) - set(DEMO_METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; registered: {sorted(DEMO_METHODS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    results = run_demo(
+        args.out, args.people, args.holdout, args.forget_pct, args.seed, args.overwrite, args.methods
+    )
+    print()
+    print(text_table(results))
+    print(f"\nWrote {args.out / 'results.json'}")
+    return 0

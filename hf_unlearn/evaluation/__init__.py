@@ -1,0 +1,1 @@
+"""Evaluation against the retrained ("gold") model."""

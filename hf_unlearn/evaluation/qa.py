@@ -1,0 +1,94 @@
+"""Batched, model-level scoring of QA rows: teacher-forced answer exact match and log-probs, greedy answers."""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from hf_unlearn.data.forget_retain import PaddingCollator
+from hf_unlearn.data.formats import encode_prompt, tokenize_qa
+from hf_unlearn.evaluation.metrics import mean, rouge_l
+from hf_unlearn.losses import token_log_probs
+
+
+@torch.no_grad()
+def score_answers(
+    model, tokenizer, questions: list[str], answers: list[str], batch_size: int = 64, desc: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Teacher-forced scores of ``answers`` given ``questions``.
+
+    Returns:
+        ``exact_match`` ``(N,)`` 1.0 where the argmax prediction equals every answer token (EOS included),
+        ``log_prob`` ``(N,)`` summed answer log-probability, ``n_tokens`` ``(N,)`` answer lengths.
+    """
+    was_training = model.training
+    model.eval()
+    collate = PaddingCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    em, logp, count = [], [], []
+    rows = [tokenize_qa(tokenizer, q, a) for q, a in zip(questions, answers)]
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None, leave=False):
+        batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, mask = token_log_probs(logits, batch["labels"])  # (B, T-1)
+        hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) | ~mask
+        em.append(hits.all(-1).float().cpu())
+        logp.append(logps.sum(-1).cpu())
+        count.append(mask.sum(-1).cpu())
+    model.train(was_training)
+    return {"exact_match": torch.cat(em), "log_prob": torch.cat(logp), "n_tokens": torch.cat(count)}
+
+
+def exact_match(model, tokenizer, ds: Dataset, batch_size: int = 64) -> float:
+    """Fraction of QA rows whose whole answer is the model's teacher-forced argmax."""
+    scores = score_answers(model, tokenizer, ds["question"], ds["answer"], batch_size)
+    return scores["exact_match"].mean().item()
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer,
+    questions: list[str],
+    max_new_tokens: int = 24,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> list[str]:
+    """Greedy answers to ``questions`` (left-padded batches), decoded without special tokens and stripped."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[str] = []
+    for start in tqdm(range(0, len(questions), batch_size), desc=desc, disable=desc is None, leave=False):
+        prompts = [encode_prompt(tokenizer, q) for q in questions[start : start + batch_size]]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor(
+            [[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device
+        )
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        out += [t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)]
+    model.train(was_training)
+    return out
+
+
+def qa_split_metrics(
+    model, tokenizer, ds: Dataset, batch_size: int = 64, desc: str | None = None
+) -> dict[str, float]:
+    """``em`` (teacher-forced answer exact match) and ``rouge`` (mean ROUGE-L recall of greedy answers)."""
+    em = (
+        score_answers(model, tokenizer, ds["question"], ds["answer"], batch_size, desc)["exact_match"]
+        .mean()
+        .item()
+    )
+    predictions = generate_answers(model, tokenizer, ds["question"], batch_size=batch_size, desc=desc)
+    rouge = mean(rouge_l(p, a)["recall"] for p, a in zip(predictions, ds["answer"]))
+    return {"em": em, "rouge": rouge}

@@ -1,0 +1,117 @@
+"""``hf-unlearn train``: the command-line face of :mod:`hf_unlearn.train`.
+
+Examples::
+
+    # a tiny Llama from scratch on the embedded default's retain people (the "gold" model)
+    hf-unlearn train --tiny --qa_files synthetic:retain --text_files synthetic:retain_text --output_dir runs/gold
+
+    # fine-tune a Hub or local model on TOFU, arguments from YAML
+    hf-unlearn train --config scripts/configs/train_tofu.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+from hf_unlearn.data.loading import load_rows, row_kind
+from hf_unlearn.train import TrainConfig, train_lm
+
+
+@dataclass
+class TrainScriptArguments:
+    """What to train and on which data (the optimiser settings are in ``TrainConfig``)."""
+
+    qa_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "QA sources (question/answer columns): local .json/.jsonl/.parquet/.csv, Hub ids, or synthetic:<split>."
+        },
+    )
+    text_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Raw-text sources (a 'text' column), packed with the QA data."},
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config name for Hub dataset sources (e.g. forget10)."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to read from Hub dataset sources."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Model directory or Hub id to fine-tune. Omit with --tiny."}
+    )
+    tiny: bool = field(
+        default=False, metadata={"help": "Train a tiny Llama from scratch instead of fine-tuning."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer to use. With --tiny and no tokenizer, a byte-level BPE is trained on the data."
+        },
+    )
+    vocab_size: int = field(
+        default=2048, metadata={"help": "--tiny: BPE vocabulary size when training a tokenizer."}
+    )
+    hidden_size: int = field(default=64, metadata={"help": "--tiny: hidden size."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "--tiny: transformer layers."})
+    num_attention_heads: int = field(
+        default=2, metadata={"help": "--tiny: attention heads (head_dim >= 32 for vLLM on CPU)."}
+    )
+    intermediate_size: int = field(default=256, metadata={"help": "--tiny: MLP inner size."})
+
+
+def build_model_and_tokenizer(script: TrainScriptArguments, corpus: list[str], seed: int):
+    """Load the model to fine-tune, or build a tiny one (training a tokenizer on ``corpus`` if none is given)."""
+    from transformers import AutoTokenizer
+
+    from hf_unlearn.models import build_tiny_llama, load_model_and_tokenizer, train_bpe_tokenizer
+
+    if script.tiny == (script.model_name_or_path is not None):
+        raise ValueError(
+            f"Got tiny={script.tiny} and model_name_or_path={script.model_name_or_path!r}: pass exactly one of "
+            "--tiny (train from scratch) or --model_name_or_path (fine-tune)."
+        )
+    if not script.tiny:
+        return load_model_and_tokenizer(script.model_name_or_path, script.tokenizer_name_or_path)
+    if script.tokenizer_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(script.tokenizer_name_or_path)
+    else:
+        tokenizer = train_bpe_tokenizer(corpus, script.vocab_size)
+    model = build_tiny_llama(
+        tokenizer,
+        hidden_size=script.hidden_size,
+        num_hidden_layers=script.num_hidden_layers,
+        num_attention_heads=script.num_attention_heads,
+        intermediate_size=script.intermediate_size,
+        seed=seed,
+    )
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = TrlParser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
+    script, args = parser.parse_args_and_config(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not script.qa_files and not script.text_files:
+        raise SystemExit("hf-unlearn train: no data given; pass --qa_files and/or --text_files.")
+    qa_sets = [load_rows(s, script.dataset_config, script.dataset_split) for s in script.qa_files]
+    text_sets = [load_rows(s, script.dataset_config, script.dataset_split) for s in script.text_files]
+    for source, ds in zip(script.qa_files, qa_sets):
+        if row_kind(ds, source) != "qa":
+            raise SystemExit(
+                f"hf-unlearn train: {source!r} has no question/answer columns; pass it with --text_files."
+            )
+    for source, ds in zip(script.text_files, text_sets):
+        if "text" not in ds.column_names:
+            raise SystemExit(
+                f"hf-unlearn train: {source!r} has no 'text' column; pass QA data with --qa_files."
+            )
+    corpus = [f"{q} {a}" for ds in qa_sets for q, a in zip(ds["question"], ds["answer"])]
+    corpus += [t for ds in text_sets for t in ds["text"]]
+    model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
+    summary = train_lm(
+        model, tokenizer, args, qa_sets, text_sets, resume_from_checkpoint=args.resume_from_checkpoint
+    )
+    print(f"Saved model and tokenizer to {args.output_dir}: {summary}")
+    return 0

@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny data, a tokenizer trained on it, and a tiny model that has memorised it.
+
+Everything is built locally; nothing is downloaded. Session-scoped so the suite trains each model once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOFU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
+SMALL = {"n_people": 20, "n_holdout": 4, "forget_pct": 10, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def tofu_dir() -> Path:
+    if not (TOFU_DIR / "forget10.json").exists():
+        pytest.fail(
+            f"The TOFU splits are expected at {TOFU_DIR} (the shared data folder beside the checkout)."
+        )
+    return TOFU_DIR
+
+
+@pytest.fixture(scope="session")
+def small_splits():
+    """20 trained people (2 to forget, 18 to retain) and 4 held-out people."""
+    from hf_unlearn.data.synthetic import synthetic_splits
+
+    return synthetic_splits(**SMALL)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(small_splits, tmp_path_factory):
+    from hf_unlearn.demo import build_tokenizer
+
+    return build_tokenizer(small_splits, tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def memorised_model_dir(small_splits, tiny_tokenizer, tmp_path_factory) -> Path:
+    """A tiny Llama trained on the 20 people until it answers >= 97 % of their questions exactly.
+
+    Returns the saved model directory (model + tokenizer); load a fresh copy per test.
+    """
+    from hf_unlearn.models import build_tiny_llama
+    from hf_unlearn.train import TrainConfig, train_lm
+
+    out = tmp_path_factory.mktemp("memorised")
+    model = build_tiny_llama(tiny_tokenizer, seed=0)
+    args = TrainConfig(
+        output_dir=str(out),
+        seed=0,
+        per_device_train_batch_size=4,
+        num_train_epochs=150,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1000,
+    )
+    summary = train_lm(
+        model,
+        tiny_tokenizer,
+        args,
+        [small_splits["forget"], small_splits["retain"]],
+        [small_splits["forget_text"], small_splits["retain_text"]],
+    )
+    assert summary["monitor_exact_match"] >= 0.97, summary
+    tiny_tokenizer.save_pretrained(out)
+    return out
