@@ -111,9 +111,11 @@ def run_demo(
         }
     for name in methods if methods is not None else list(DEMO_METHODS):
         method_dir = out / "methods" / name
+        module, function = DEMO_METHODS[name].split(":")
         start = time.perf_counter()
-        extra = DEMO_METHODS[name](out / "full", data, method_dir, seed)
-        model = AutoModelForCausalLM.from_pretrained(method_dir)
+        model, extra = getattr(importlib.import_module(module), function)(
+            out / "full", data, method_dir, seed
+        )
         results["methods"][name] = {
             "seconds": time.perf_counter() - start,
             **extra,

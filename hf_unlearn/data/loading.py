@@ -70,7 +70,9 @@ def _load_file_or_hub(source: str | Path, name: str | None, split: str) -> tuple
             return datasets.load_dataset(builder, data_files=str(path), split="train"), repr(str(path))
         except Exception as err:  # datasets raises several error types for malformed files
             if builder == "json" and path.read_text(errors="replace").strip() in ("", "[]"):
-                raise ValueError(f"{str(path)!r} has no rows; an unlearning split must hold at least one example.") from err
+                raise ValueError(
+                    f"{str(path)!r} has no rows; an unlearning split must hold at least one example."
+                ) from err
             raise ValueError(
                 f"Cannot parse {str(path)!r} as {builder}: {type(err).__name__}: {err}. "
                 "Check the file is valid (JSON: a list of objects or one object per line)."
