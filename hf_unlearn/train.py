@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hf_unlearn.data.forget_retain import PaddingCollator, packed_lm_dataset
+from hf_unlearn.data.forget_retain import PaddingCollator, lm_dataset
 from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.io import write_json_atomic
 
@@ -51,7 +51,19 @@ class TrainConfig(TrainingArguments):
     use_cpu: bool = field(
         default=False, metadata={"help": "Train on CPU even when an accelerator is present."}
     )
-    block_size: int = field(default=128, metadata={"help": "Tokens per packed training block."})
+    max_length: int = field(
+        default=256, metadata={"help": "Tokens per training example (or per block with packing)."}
+    )
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Concatenate documents into fixed blocks. Off by default: fixed blocks let a small model "
+            "memorise neighbouring documents instead of facts."
+        },
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length", metadata={"help": "Batch examples of similar length to save padding."}
+    )
     target_exact_match: float = field(
         default=0.97,
         metadata={
@@ -94,7 +106,7 @@ def train_lm(
     The summary (also written to ``output_dir/training_summary.json`` once the model is saved, so its presence
     marks a complete run) holds ``seconds``, ``epochs``, ``steps`` and the final ``monitor_exact_match``.
     """
-    train = packed_lm_dataset(tokenizer, list(qa_sets), list(text_sets), args.block_size)
+    train = lm_dataset(tokenizer, list(qa_sets), list(text_sets), args.max_length, args.packing)
     monitor_rows = [ds.select_columns(["question", "answer"]) for ds in qa_sets]
     monitor = Dataset.from_dict(
         {k: [v for ds in monitor_rows for v in ds[k]] for k in ("question", "answer")}
@@ -121,7 +133,7 @@ def train_lm(
         "steps": result.global_step,
         "train_loss": result.training_loss,
         "monitor_exact_match": stopper.history[-1][1] if stopper.history else None,
-        "train_blocks": len(train),
+        "train_examples": len(train),
     }
     write_json_atomic(Path(args.output_dir) / SUMMARY_FILE, summary)
     return summary

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from datasets import Dataset
 
-from hf_unlearn.data.formats import IGNORE_INDEX, pack_texts, qa_as_text, tokenize_qa
+from hf_unlearn.data.formats import IGNORE_INDEX, framed_ids, pack_texts, qa_as_text, tokenize_qa
 from hf_unlearn.data.loading import row_kind
 
 
@@ -32,11 +32,24 @@ def tokenize_dataset(ds: Dataset, tokenizer, max_length: int = 256, origin: str 
     return ds.map(encode, remove_columns=drop, desc=f"Tokenizing {origin}")
 
 
-def packed_lm_dataset(tokenizer, qa: list[Dataset], text: list[Dataset], block_size: int = 128) -> Dataset:
-    """A language-modelling dataset: QA pairs rendered as text plus raw texts, packed into fixed blocks."""
+def lm_dataset(
+    tokenizer, qa: list[Dataset], text: list[Dataset], max_length: int = 256, packing: bool = False
+) -> Dataset:
+    """A language-modelling dataset of QA pairs (rendered with the QA template) and raw texts.
+
+    Every token is labelled. Without ``packing`` each document is one example (BOS + tokens + EOS, truncated
+    to ``max_length``); with ``packing`` all documents are concatenated and cut into ``max_length`` blocks.
+    Packing wastes no padding, but fixed blocks let a small model memorise each block's neighbouring
+    documents instead of the facts, so it suits large corpora rather than fact memorisation.
+    """
     docs = [qa_as_text(tokenizer, q, a) for ds in qa for q, a in zip(ds["question"], ds["answer"])]
     docs += [t for ds in text for t in ds["text"]]
-    return Dataset.from_dict(pack_texts(tokenizer, docs, block_size))
+    if packing:
+        return Dataset.from_dict(pack_texts(tokenizer, docs, max_length))
+    rows = [framed_ids(tokenizer, doc)[:max_length] for doc in docs]
+    return Dataset.from_dict(
+        {"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows], "labels": rows}
+    )
 
 
 @dataclass

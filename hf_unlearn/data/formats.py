@@ -63,20 +63,21 @@ def qa_as_text(tokenizer, question: str, answer: str) -> str:
     return format_prompt(tokenizer, question) + answer_text(tokenizer, answer)
 
 
+def framed_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` framed by the tokenizer's BOS and EOS (where it has them)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return bos + ids + eos
+
+
 def pack_texts(tokenizer, texts: Iterable[str], block_size: int = 128) -> dict[str, list[list[int]]]:
     """Tokenize ``texts`` (each framed by BOS/EOS), concatenate them and cut fixed ``block_size`` blocks.
 
     The tail that does not fill a block is padded into a last, shorter block rather than dropped, so no
     document is silently lost; every token is labelled.
     """
-    stream: list[int] = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id] + ids
-        if tokenizer.eos_token_id is not None:
-            ids = ids + [tokenizer.eos_token_id]
-        stream.extend(ids)
+    stream = [t for text in texts for t in framed_ids(tokenizer, text)]
     blocks = [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
     return {
         "input_ids": blocks,
