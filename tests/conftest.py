@@ -45,17 +45,21 @@ def tiny_tokenizer(small_splits, tmp_path_factory):
 def memorised_model_dir(small_splits, tiny_tokenizer, tmp_path_factory) -> Path:
     """A tiny Llama trained on the 20 people until it answers >= 97 % of their questions exactly.
 
-    Returns the saved model directory (model + tokenizer); load a fresh copy per test.
+    Returns the saved model directory (model + tokenizer); load a fresh copy per test. Set
+    ``HF_UNLEARN_TEST_CACHE=DIR`` to reuse the trained model across pytest sessions while developing.
     """
     from hf_unlearn.models import build_tiny_llama
-    from hf_unlearn.train import TrainConfig, train_lm
+    from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
 
-    out = tmp_path_factory.mktemp("memorised")
+    cache = os.environ.get("HF_UNLEARN_TEST_CACHE")
+    out = Path(cache) / "memorised" if cache else tmp_path_factory.mktemp("memorised")
+    if (out / SUMMARY_FILE).exists():
+        return out
     model = build_tiny_llama(tiny_tokenizer, seed=0)
     args = TrainConfig(
         output_dir=str(out),
         seed=0,
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=8,
         num_train_epochs=150,
         save_strategy="no",
         disable_tqdm=True,
@@ -69,5 +73,4 @@ def memorised_model_dir(small_splits, tiny_tokenizer, tmp_path_factory) -> Path:
         [small_splits["forget_text"], small_splits["retain_text"]],
     )
     assert summary["monitor_exact_match"] >= 0.97, summary
-    tiny_tokenizer.save_pretrained(out)
     return out
