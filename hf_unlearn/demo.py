@@ -62,7 +62,7 @@ def train_or_reuse(
         logger.info("Reusing the finished model in %s (pass --overwrite to retrain).", out_dir)
         return AutoModelForCausalLM.from_pretrained(out_dir), read_json(summary_path)
     model = build_tiny_llama(tokenizer, seed=seed)
-    args = TrainConfig(output_dir=str(out_dir), seed=seed, overwrite_output_dir=True)
+    args = TrainConfig(output_dir=str(out_dir), seed=seed)
     summary = train_lm(model, tokenizer, args, [data[s] for s in splits], [data[f"{s}_text"] for s in splits])
     return model, summary
 
