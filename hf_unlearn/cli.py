@@ -22,6 +22,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def dataclass_parser(dataclass_types, prog: str):
+    """A ``trl.TrlParser`` over ``dataclass_types`` whose ``--help`` also documents ``--config``.
+
+    Every dataclass field becomes an option with its ``metadata["help"]``; ``--config file.yaml`` supplies
+    values for any of them (command-line options win).
+    """
+    from trl import TrlParser
+
+    return TrlParser(
+        dataclass_types,
+        prog=prog,
+        epilog="Any option above can also come from a YAML file: --config FILE.yaml (the command line wins).",
+    )
+
+
 def usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = [

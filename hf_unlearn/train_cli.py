@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
+from hf_unlearn.cli import dataclass_parser
 from hf_unlearn.data.loading import load_rows, row_kind
 from hf_unlearn.train import TrainConfig, train_lm
 
@@ -90,7 +89,7 @@ def build_model_and_tokenizer(script: TrainScriptArguments, corpus: list[str], s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = TrlParser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
+    parser = dataclass_parser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
     script, args = parser.parse_args_and_config(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not script.qa_files and not script.text_files:
