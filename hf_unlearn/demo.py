@@ -86,6 +86,7 @@ def run_demo(
     methods: list[str] | None = None,
 ) -> dict:
     """Run the demo into ``out`` and return (and write) the results dictionary."""
+    demo_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data = synthetic_splits(n_people=n_people, n_holdout=n_holdout, forget_pct=forget_pct, seed=seed)
     write_synthetic(out / "data", n_people=n_people, n_holdout=n_holdout, forget_pct=forget_pct, seed=seed)
@@ -121,6 +122,7 @@ def run_demo(
             **extra,
             **evaluate_row(model, tokenizer, data),
         }
+    results["demo_seconds"] = time.perf_counter() - demo_start
     write_json_atomic(out / "results.json", results)
     return results
 
