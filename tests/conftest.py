@@ -13,7 +13,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TOFU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
+# the shared data folder beside the checkout (as in CI); HF_UNLEARN_TOFU_DIR points elsewhere
+TOFU_DIR = Path(
+    os.environ.get(
+        "HF_UNLEARN_TOFU_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
+    )
+)
 SMALL = {"n_people": 20, "n_holdout": 4, "forget_pct": 10, "seed": 0}
 
 
