@@ -217,3 +217,9 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
     )
     assert guarded_answers[4:] == plain[4:]
     assert sum(g == a for g, a in zip(guarded_answers[:4], forget["answer"][:4])) <= 1
+
+    # the decision cache stays bounded and evicting never changes a decision
+    guard.cache_size = 2
+    prompts = [forget_prompt, retain_prompt, format_prompt(tok, retain[1]["question"])]
+    assert guard.flags(prompts) == [True, False, False]
+    assert len(guard._flag_cache) == 2

@@ -17,6 +17,7 @@ unguarded model's on people it never saw (``--holdout``, a proxy needing no retr
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,8 @@ from hf_unlearn.serving.eco.optimize import FORGET_METRICS, forget_metric, zerot
 
 logger = logging.getLogger(__name__)
 FIT_REPORT_FILE = "fit_report.json"
+SEARCH_EPS = 1e-3
+SEARCH_TOL = 0.02**2  # stop once the metric is within ~2 % (relative) of the target
 
 
 @dataclass
@@ -63,10 +66,15 @@ class ECOFitArguments:
     target: float | None = field(
         default=None, metadata={"help": "Target forget metric value, given directly."}
     )
-    metric: str = field(default="em", metadata={"help": f"Forget metric to match: one of {FORGET_METRICS}."})
-    steps: int = field(default=15, metadata={"help": "Zeroth-order search steps (two forward passes each)."})
-    lr: float = field(default=2.0, metadata={"help": "Search step size on log(strength)."})
-    mu: float = field(default=0.5, metadata={"help": "Two-point smoothing radius on log(strength)."})
+    metric: str = field(
+        default="prob",
+        metadata={
+            "help": f"Forget metric to match: one of {FORGET_METRICS} ('prob' is smooth, 'em' step-like)."
+        },
+    )
+    steps: int = field(default=20, metadata={"help": "Zeroth-order search steps (two forward passes each)."})
+    lr: float = field(default=0.05, metadata={"help": "Search step size on log(strength)."})
+    mu: float = field(default=0.25, metadata={"help": "Two-point smoothing radius on log(strength)."})
 
 
 def question_prompts(tokenizer, questions: list[str]) -> list[str]:
@@ -123,20 +131,31 @@ def resolve_target(
 def search_strength(
     guarded: GuardedModel, tokenizer, forget: Dataset, target: float, metric: str, steps, lr, mu, seed
 ) -> dict:
-    """Set ``guarded.guard.config.strength`` to the strength whose forget metric is closest to ``target``."""
+    """Set ``guarded.guard.config.strength`` to the strength whose forget metric is closest to ``target``.
+
+    The objective is the squared log gap ``(log(m + eps) - log(target + eps))^2`` (``eps = 1e-3``): metrics
+    fall over orders of magnitude as the strength grows, and a log gap keeps the steps even along the way.
+    """
     guard = guarded.guard
+    reached: dict[float, float] = {}
 
     def objective(strength: float) -> float:
         guard.config.strength = strength
         value = forget_metric(guarded, tokenizer, forget["question"], forget["answer"], metric)
+        reached[strength] = value
         logger.info("strength %.4g: forget %s %.4f (target %.4f)", strength, metric, value, target)
-        return abs(value - target)
+        return (math.log(value + SEARCH_EPS) - math.log(target + SEARCH_EPS)) ** 2
 
     result = zeroth_order_search(
-        objective, guard.config.strength, steps=steps, lr=lr, mu=mu, seed=seed, tol=1.0 / (2 * len(forget))
+        objective, guard.config.strength, steps=steps, lr=lr, mu=mu, seed=seed, tol=SEARCH_TOL
     )
     guard.config.strength = result.best
-    return {"strength": result.best, "gap": result.best_value, "history": result.history}
+    return {
+        "strength": result.best,
+        "reached": reached[result.best],
+        "gap": abs(reached[result.best] - target),
+        "history": [(s, reached[s]) for s, _ in result.history],
+    }
 
 
 def fit_guard(
@@ -149,10 +168,10 @@ def fit_guard(
     target=None,
     target_model=None,
     holdout: Dataset | None = None,
-    metric: str = "em",
-    steps: int = 15,
-    lr: float = 2.0,
-    mu: float = 0.5,
+    metric: str = "prob",
+    steps: int = 20,
+    lr: float = 0.05,
+    mu: float = 0.25,
     encoder: SentenceEncoder | None = None,
 ) -> tuple[GuardedModel, dict]:
     """Fit a guard for ``model``: classifier, subjects, and a strength whose forget metric matches the target.
@@ -209,7 +228,7 @@ def paraphrase_rates(guard: ECOGuard, forget: Dataset, retain: Dataset) -> dict:
 
 
 def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
-    """Demo row ``eco``: guard the full model, target = its forget EM-like metric on the held-out people."""
+    """Demo row ``eco``: guard the full model; target = its answer probability on the held-out (never-seen) people."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(full_model_dir)

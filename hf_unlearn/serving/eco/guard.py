@@ -128,6 +128,8 @@ class ECOGuard:
         config: corruption settings.
         embedding_weight: the served model's input-embedding matrix ``(vocab, hidden)``; needed by
             :meth:`guard` for flagged prompts (not by :class:`GuardedModel`, which embeds with the model).
+        cache_size: classifier decisions remembered per prompt text (oldest dropped first), so repeated
+            prompts (scoring, the strength search) are encoded once and a server's memory stays bounded.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class ECOGuard:
         tokenizer,
         config: GuardConfig | None = None,
         embedding_weight: torch.Tensor | None = None,
+        cache_size: int = 4096,
     ):
         self.classifier = classifier
         self.tokenizer = tokenizer
@@ -146,6 +149,7 @@ class ECOGuard:
                 "entity list in GuardConfig.subjects); none were given."
             )
         self.embedding_weight = embedding_weight
+        self.cache_size = cache_size
         self._flag_cache: dict[str, bool] = {}
 
     # -- classification -------------------------------------------------------------------------------------
@@ -166,10 +170,14 @@ class ECOGuard:
     def flags(self, prompts: list[str | list[int]]) -> list[bool]:
         """Whether each prompt is a forget-topic prompt (one classifier batch for the uncached ones)."""
         texts = [self.prompt_text(p) for p in prompts]
-        todo = sorted({t for t in texts if t not in self._flag_cache})
+        flags = dict.fromkeys(texts)
+        todo = [t for t in flags if t not in self._flag_cache]
         if todo:
             self._flag_cache.update(zip(todo, (bool(f) for f in self.classifier.predict(todo))))
-        return [self._flag_cache[t] for t in texts]
+        flags = {t: self._flag_cache[t] for t in flags}
+        for old in list(self._flag_cache)[: max(0, len(self._flag_cache) - self.cache_size)]:
+            del self._flag_cache[old]
+        return [flags[t] for t in texts]
 
     # -- corruption -----------------------------------------------------------------------------------------
     def corrupt_embeds(self, ids: list[int], embeds: torch.Tensor) -> torch.Tensor:

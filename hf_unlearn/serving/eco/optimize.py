@@ -1,12 +1,12 @@
-"""Zeroth-order search of the corruption strength (ECO, Liu et al. 2024, Sec. 3.3).
+"""Zeroth-order search of the corruption strength (ECO, Liu et al. 2024).
 
 The guarded model's forget metric is not differentiable in the strength sigma (it goes through a classifier, a
 threshold and argmax decoding), so ECO estimates the gradient from two evaluations of the objective,
 
     g = (f(theta + mu * u) - f(theta - mu * u)) / (2 * mu) * u,    u ~ N(0, 1),
 
-and descends on it. Here ``theta = log(sigma)`` (strengths span orders of magnitude), and the objective is
-``|metric(sigma) - target|``, the gap between the guarded model's forget metric and the retrained model's.
+and descends on it. Here ``theta = log(sigma)`` (strengths span orders of magnitude), and the objective is the
+gap between the guarded model's forget metric and the retrained model's (see ``fit.search_strength``).
 :func:`zeroth_order_search` is the generic optimiser; :func:`forget_metric` evaluates a metric through the
 real forward pass of a :class:`~hf_unlearn.serving.eco.guard.GuardedModel` (``inputs_embeds``).
 """
@@ -49,7 +49,7 @@ def zeroth_order_search(
     Args:
         objective: the function to minimise (one call per evaluation; two per step).
         init: the starting point (> 0 with ``log_space``).
-        steps: update steps (at most ``2 * steps + 1`` objective calls).
+        steps: update steps (at most ``2 * steps + 2`` objective calls).
         lr: step size on ``theta`` (``log x`` with ``log_space``, else ``x``).
         mu: smoothing radius of the two-point estimate, in the same space.
         seed: seed of the random directions ``u``.
