@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn.data.formats import encode_prompt, format_prompt
-from hf_unlearn.evaluation.qa import exact_match, generate_answers
+from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, format_prompt, tokenize_qa
+from hf_unlearn.evaluation.qa import exact_match, generate_answers, score_answers
+from hf_unlearn.losses import sequence_log_probs
 from hf_unlearn.serving.eco.classifier import (
     ClassifierConfig,
     PromptClassifier,
@@ -208,6 +209,18 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
     torch.testing.assert_close(out_forget["prompt_embeds"], guard.corrupt_embeds(ids, clean.detach()))
     assert not torch.allclose(out_forget["prompt_embeds"], clean)
     torch.testing.assert_close(out_ids["prompt_embeds"], out_forget["prompt_embeds"])  # str and ids agree
+
+    # teacher-forced scoring corrupts the prompt only (score_answers passes prompt_lengths): same log-prob as
+    # the model on [corrupted prompt embeddings, clean answer embeddings]
+    row = tokenize_qa(tok, forget[0]["question"], forget[0]["answer"])
+    n_prompt = row["labels"].count(IGNORE_INDEX)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(torch.tensor([row["input_ids"]]))[0]  # (T, H)
+        embeds[:n_prompt] = guard.corrupt_embeds(row["input_ids"][:n_prompt], embeds[:n_prompt])
+        logits = model(inputs_embeds=embeds[None]).logits
+    expected, _ = sequence_log_probs(logits, torch.tensor([row["labels"]]))
+    got = score_answers(guarded, tok, [forget[0]["question"]], [forget[0]["answer"]])["log_prob"]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
     # generate: unflagged rows answer exactly as the unguarded model; forget answers are gone
     questions = forget["question"][:4] + retain["question"][:4]

@@ -153,10 +153,11 @@ class ECOGuard:
         self._flag_cache: dict[str, bool] = {}
 
     # -- classification -------------------------------------------------------------------------------------
-    def prompt_ids(self, prompt: str | list[int]) -> list[int]:
-        """Token ids of a prompt (a string is tokenized as engines do, with the tokenizer's special tokens)."""
+    def prompt_ids(self, prompt: str | list[int], add_special_tokens: bool = True) -> list[int]:
+        """Token ids of a prompt; a string is tokenized as engines do for completions, with the tokenizer's
+        special tokens (pass ``add_special_tokens=False`` for chat-templated text that already holds them)."""
         if isinstance(prompt, str):
-            return self.tokenizer(prompt)["input_ids"]
+            return self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
         if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
             return list(prompt)
         raise TypeError(f"A prompt is a str or a list of int token ids; got {type(prompt).__name__}.")
@@ -198,15 +199,15 @@ class ECOGuard:
             )
         return self.embedding_weight[torch.tensor(ids, device=self.embedding_weight.device)].detach()
 
-    def guard(self, prompt: str | list[int]) -> dict:
+    def guard(self, prompt: str | list[int], add_special_tokens: bool = True) -> dict:
         """``{"prompt_token_ids": ids}`` for a clean prompt, ``{"prompt_embeds": (seq, hidden)}`` for a flagged one."""
-        return self.guard_batch([prompt])[0]
+        return self.guard_batch([prompt], add_special_tokens)[0]
 
-    def guard_batch(self, prompts: list[str | list[int]]) -> list[dict]:
+    def guard_batch(self, prompts: list[str | list[int]], add_special_tokens: bool = True) -> list[dict]:
         """:meth:`guard` for many prompts, classified in one batch."""
         out = []
         for prompt, flagged in zip(prompts, self.flags(prompts)):
-            ids = self.prompt_ids(prompt)
+            ids = self.prompt_ids(prompt, add_special_tokens)
             if flagged:
                 with torch.no_grad():
                     out.append({"prompt_embeds": self.corrupt_embeds(ids, self.embed(ids))})
