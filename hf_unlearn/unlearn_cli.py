@@ -158,7 +158,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import TrlParser
+    from hf_unlearn.cli import dataclass_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-"):
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     config_cls, _ = resolve_method(method)
-    parser = TrlParser((UnlearnScriptArguments, config_cls), prog=f"hf-unlearn unlearn {method}")
+    parser = dataclass_parser((UnlearnScriptArguments, config_cls), prog=f"hf-unlearn unlearn {method}")
     script, args = parser.parse_args_and_config(args=rest)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     summary = run_unlearning(method, script, args)

@@ -250,12 +250,11 @@ def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl import TrlParser
-
+    from hf_unlearn.cli import dataclass_parser
     from hf_unlearn.data.loading import load_rows
     from hf_unlearn.models import load_model_and_tokenizer
 
-    parser = TrlParser((ECOFitArguments, GuardConfig, ClassifierConfig), prog="hf-unlearn eco-fit")
+    parser = dataclass_parser((ECOFitArguments, GuardConfig, ClassifierConfig), prog="hf-unlearn eco-fit")
     args, guard_config, classifier_config = parser.parse_args_and_config(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     model, tokenizer = load_model_and_tokenizer(args.model)
