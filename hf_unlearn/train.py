@@ -42,9 +42,6 @@ class TrainConfig(TrainingArguments):
     logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to write resumable checkpoints."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept in output_dir."})
-    report_to: str | list[str] | None = field(
-        default="none", metadata={"help": "Experiment trackers to report to."}
-    )
     dataloader_pin_memory: bool = field(
         default=False, metadata={"help": "Pin data-loader memory (useful on GPUs only)."}
     )
