@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "eval": (
+        "hf_unlearn.eval_cli:main",
+        "Score models against the retrained model: TOFU / MUSE metrics, probes, report and plots.",
+    ),
 }
 
 
