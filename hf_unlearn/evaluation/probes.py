@@ -18,6 +18,7 @@ from datasets import Dataset
 
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import tokenize_qa
+from hf_unlearn.evaluation.metrics import normalised_prob
 from hf_unlearn.evaluation.qa import score_answers
 
 
@@ -83,7 +84,9 @@ def relearn_attack(
     loss) and score teacher-forced exact match on the odd rows before and after; ``model`` is left unchanged.
 
     Returns:
-        ``before``, ``after`` (exact match on the measured half) and ``recovery = after - before``.
+        ``before``, ``after`` (exact match on the measured half) and ``recovery = after - before``; the same for
+        the length-normalised answer probability (``prob_before``, ``prob_after``, ``prob_recovery``), which
+        still moves where long answers are never matched exactly (TOFU).
 
     Raises:
         ValueError: ``forget`` has fewer than 2 rows or ``steps`` < 1.
@@ -94,14 +97,13 @@ def relearn_attack(
         )
     train, held = relearn_split(forget)
 
-    def held_em(m) -> float:
-        return (
-            score_answers(m, tokenizer, held["question"], held["answer"], eval_batch_size)["exact_match"]
-            .mean()
-            .item()
-        )
+    def held_scores(m) -> tuple[float, float]:
+        scores = score_answers(m, tokenizer, held["question"], held["answer"], eval_batch_size)
+        return scores["exact_match"].mean().item(), normalised_prob(
+            scores["log_prob"], scores["n_tokens"]
+        ).mean()
 
-    before = held_em(model)
+    before, prob_before = held_scores(model)
     attacked = copy.deepcopy(model)  # once per attack, so the evaluated model is never modified
     attacked.train()
     optimizer = torch.optim.AdamW(attacked.parameters(), lr=learning_rate)
@@ -118,5 +120,12 @@ def relearn_attack(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-    after = held_em(attacked)
-    return {"before": before, "after": after, "recovery": after - before}
+    after, prob_after = held_scores(attacked)
+    return {
+        "before": before,
+        "after": after,
+        "recovery": after - before,
+        "prob_before": float(prob_before),
+        "prob_after": float(prob_after),
+        "prob_recovery": float(prob_after - prob_before),
+    }

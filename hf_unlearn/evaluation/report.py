@@ -46,7 +46,8 @@ def text_table(results: dict, columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
 
 # --- hf-unlearn eval: Markdown and plots ---------------------------------------------------------------------
 
-REPORT_COLUMNS = (
+# The headline keys of a result row (hf-unlearn eval's results.json and every demo row).
+RESULT_KEYS = (
     "forget_quality",
     "model_utility",
     "verbmem_forget",
@@ -55,6 +56,9 @@ REPORT_COLUMNS = (
     "privleak",
     "mia_auc",
     "relearn_recovery",
+)
+REPORT_COLUMNS = (
+    *RESULT_KEYS,
     "forget_em",
     "retain_em",
     "forget_paraphrased_rouge",
@@ -110,19 +114,22 @@ def plot_tradeoff(models: dict[str, dict], path: str | Path) -> None:
     plt.close(fig)
 
 
+def _axis_value(fn, row: dict) -> float:
+    try:
+        return min(1.0, max(0.0, fn(row)))
+    except TypeError:  # a metric this data does not allow (e.g. PrivLeak without a holdout set)
+        return float("nan")
+
+
 def plot_summary(models: dict[str, dict], path: str | Path) -> None:
-    """A six-axis radar chart of :data:`SUMMARY_AXES` (1 = best), one polygon per model with every metric."""
+    """A six-axis radar chart of :data:`SUMMARY_AXES` (1 = best), one polygon per model."""
     plt = _pyplot()
     names = list(SUMMARY_AXES)
     angles = [2 * math.pi * i / len(names) for i in range(len(names))]
     fig, ax = plt.subplots(figsize=(6, 6), subplot_kw={"projection": "polar"})
     for model, row in models.items():
-        try:
-            values = [min(1.0, max(0.0, fn(row))) for fn in SUMMARY_AXES.values()]
-        except (KeyError, TypeError):  # a metric this model's data does not allow (e.g. no holdout set)
-            continue
-        ax.plot(angles + angles[:1], values + values[:1], label=model)
-        ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
+        values = [_axis_value(fn, row) for fn in SUMMARY_AXES.values()]  # NaN (a gap) where a metric is unset
+        ax.plot(angles + angles[:1], values + values[:1], marker="o", label=model)
     ax.set_xticks(angles)
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylim(0, 1)
