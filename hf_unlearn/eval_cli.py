@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ from pathlib import Path
 from trl import TrlParser
 
 from hf_unlearn.data.loading import load_rows
-from hf_unlearn.evaluation.report import markdown_report, plot_summary, plot_tradeoff
+from hf_unlearn.evaluation.muse import forget_size_sweep, scalability, sustainability
+from hf_unlearn.evaluation.report import format_number, markdown_report, plot_summary, plot_tradeoff
 from hf_unlearn.evaluation.suite import EvalConfig, evaluate_model
 from hf_unlearn.io import write_json_atomic
 
@@ -80,6 +82,16 @@ class EvalScriptArguments:
     holdout_people: int = field(default=20, metadata={"help": "synthetic: held-out people."})
     forget_pct: int = field(default=10, metadata={"help": "synthetic: share of people to forget (1, 5, 10)."})
     data_seed: int = field(default=0, metadata={"help": "synthetic: generator seed."})
+    unlearn_fn: str | None = field(
+        default=None,
+        metadata={
+            "help": "'module:function' with signature fn(model_dir, forget, retain, out_dir) -> model: run MUSE's "
+            "scalability (nested 10/50/100 %% of the forget set) and sustainability sweeps from the first --model."
+        },
+    )
+    sustainability_requests: int = field(
+        default=4, metadata={"help": "Sequential deletion requests of the sustainability sweep."}
+    )
 
 
 def load_eval_splits(script: EvalScriptArguments) -> dict:
@@ -128,12 +140,45 @@ def parse_model(spec: str) -> tuple[str, str]:
     return Path(spec.rstrip("/")).name or spec, spec
 
 
+def load_function(spec: str):
+    """The callable named by ``'package.module:function'``.
+
+    Raises:
+        ValueError: ``spec`` has no ``:function`` part, or the module has no such attribute.
+    """
+    module, _, function = spec.partition(":")
+    fn = getattr(importlib.import_module(module), function, None) if function else None
+    if not callable(fn):
+        raise ValueError(f"--unlearn_fn {spec!r} must name a function as 'package.module:function'.")
+    return fn
+
+
+def run_sweeps(
+    script: EvalScriptArguments, unlearn, model_dir: str, splits: dict, config: EvalConfig, out: Path
+) -> dict:
+    """MUSE scalability and sustainability of ``unlearn`` starting from ``model_dir``."""
+    kw = {"batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens}
+    forget, retain = splits["forget"], splits["retain"]
+    requests = forget_size_sweep(forget, retain)
+    return {
+        "scalability": scalability(model_dir, requests, unlearn, out / "scalability", **kw),
+        "sustainability": sustainability(
+            model_dir, forget, retain, unlearn, out / "sustainability", script.sustainability_requests, **kw
+        ),
+    }
+
+
+def sweep_line(entry: dict) -> str:
+    return ", ".join(f"{k} {format_number(v)}" for k, v in entry.items() if k != "request")
+
+
 def main(argv: list[str] | None = None) -> int:
     from hf_unlearn.models import load_model_and_tokenizer
 
     parser = TrlParser((EvalScriptArguments, EvalConfig), prog="hf-unlearn eval")
     script, config = parser.parse_args_and_config(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    unlearn = load_function(script.unlearn_fn) if script.unlearn_fn else None  # fail before the slow part
     splits = load_eval_splits(script)
     out = Path(script.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         "PrivLeak is in percent in MUSE's orientation (-100 = the forget set is as familiar as when trained, "
         "0 = like the retrained model); MIA AUC is the Min-40 % Prob attack's AUC (1 = every forget row detected).",
     ]
+    if script.unlearn_fn:
+        results |= run_sweeps(script, unlearn, specs[0][1], splits, config, out / "sweeps")
+        notes.append(f"Sweeps ({script.unlearn_fn}, from {specs[0][0]}):")
+        notes += [f"- scalability {k}: {sweep_line(v)}" for k, v in results["scalability"].items()]
+        notes += [
+            f"- sustainability request {v['request']}: {sweep_line(v)}" for v in results["sustainability"]
+        ]
     write_json_atomic(out / "results.json", results)
     (out / "report.md").write_text(markdown_report(models, RETRAINED_NAME, notes))
     plot_tradeoff(models, out / "tradeoff.png")

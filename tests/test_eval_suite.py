@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_unlearn.cli import main as cli_main
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import tokenize_qa
-from hf_unlearn.evaluation.muse import scalability, sustainability
+from hf_unlearn.evaluation.muse import forget_size_sweep, scalability, sustainability
 from hf_unlearn.evaluation.probes import relearn_attack
 from hf_unlearn.evaluation.report import RESULT_KEYS
 
@@ -64,6 +64,10 @@ def test_eval_command_writes_results_report_and_plots(memorised_model_dir, gold_
             str(out),
             "--relearn_steps",
             "3",
+            "--unlearn_fn",
+            "test_eval_suite:cli_unlearn",
+            "--sustainability_requests",
+            "2",
         ]
     )
     assert code == 0
@@ -79,6 +83,14 @@ def test_eval_command_writes_results_report_and_plots(memorised_model_dir, gold_
     for png in ("tradeoff.png", "summary.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "Wrote" in capsys.readouterr().out
+    # the sweeps of --unlearn_fn, from the first --model: nested 10/50/100 % of the 2 forget people
+    sizes = {k: v["forget_rows"] for k, v in results["scalability"].items()}
+    assert sizes == {"10% of forget": 8, "50% of forget": 8, "100% of forget": 16}
+    assert [v["forget_rows"] for v in results["sustainability"]] == [8, 16]
+    assert cli_unlearn.calls[-1] == out / "sweeps" / "sustainability" / "request-1"
+    assert "sustainability request 2" in report
+    with pytest.raises(ValueError, match="package.module:function"):
+        cli_main(["eval", "--model", "m", "--retain_model", "g", "--unlearn_fn", "json"])
 
 
 def test_eval_command_reads_tofu_files_by_path(tofu_dir, tmp_path):
@@ -117,6 +129,20 @@ def gradient_ascent(steps: int = 8, lr: float = 3e-3):
 
     unlearn.calls = calls
     return unlearn
+
+
+cli_unlearn = gradient_ascent()  # for the eval command's --unlearn_fn
+
+
+def test_forget_size_sweep_nests_subjects_and_keeps_the_rest(small_splits):
+    forget, retain = small_splits["forget"], small_splits["retain"]
+    sweep = forget_size_sweep(forget, retain, (0.5, 1.0))
+    (half, half_retain), (whole, whole_retain) = sweep.values()
+    assert list(sweep) == ["50% of forget", "100% of forget"]
+    assert len(set(half["subject"])) == 1 and len(half) == 8 and len(whole) == 16
+    assert len(half_retain) == len(retain) + 8 and len(whole_retain) == len(retain)
+    with pytest.raises(ValueError, match="fractions"):
+        forget_size_sweep(forget, retain, (0.0,))
 
 
 def test_scalability_and_sustainability_sweeps(memorised_model_dir, small_splits, tmp_path):

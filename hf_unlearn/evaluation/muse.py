@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import AutoTokenizer
 
 from hf_unlearn.evaluation.metrics import mean, rouge_l
@@ -74,6 +74,32 @@ def _unlearn_and_save(unlearn_fn: UnlearnFn, model_dir: Path, forget, retain, ou
     if not (Path(out_dir) / "tokenizer_config.json").exists():
         AutoTokenizer.from_pretrained(model_dir).save_pretrained(out_dir)
     return model
+
+
+def forget_size_sweep(
+    forget: Dataset, retain: Dataset, fractions: tuple[float, ...] = (0.1, 0.5, 1.0)
+) -> dict[str, tuple[Dataset, Dataset]]:
+    """Nested deletion requests of growing size for :func:`scalability`: the first ``fraction`` of the forget
+    set's subjects (rows when there is no ``subject``), each paired with a retain set that also holds the
+    forget rows not requested (the model keeps those). With a 10 % forget set, fractions 0.1 / 0.5 / 1.0 are
+    MUSE's 1 / 5 / 10 % sweep.
+
+    Raises:
+        ValueError: a fraction outside (0, 1].
+    """
+    if any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions={fractions}: each must be in (0, 1], e.g. (0.1, 0.5, 1.0).")
+    keys = forget["subject"] if "subject" in forget.column_names else list(range(len(forget)))
+    order = list(dict.fromkeys(keys))
+    columns = [c for c in forget.column_names if c in retain.column_names]
+    out = {}
+    for fraction in fractions:
+        chosen = set(order[: max(1, round(fraction * len(order)))])
+        picked = [i for i, key in enumerate(keys) if key in chosen]
+        rest = forget.select([i for i, key in enumerate(keys) if key not in chosen]).select_columns(columns)
+        kept = concatenate_datasets([retain.select_columns(columns), rest]) if len(rest) else retain
+        out[f"{fraction:.0%} of forget"] = (forget.select(picked), kept)
+    return out
 
 
 def scalability(
