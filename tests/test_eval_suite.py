@@ -176,3 +176,23 @@ def test_relearning_attack_leaves_the_model_unchanged(gold_model_dir, small_spli
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match=">= 2 forget rows"):
         relearn_attack(model, tok, small_splits["forget"].select([0]))
+
+
+def test_evaluate_model_reports_what_the_data_allows(memorised_model_dir, small_splits):
+    """Plain QA (no perturbed answers, no holdout, subjects not in the questions): the metrics that need the
+    missing columns are None or skipped with the reason, the rest are computed."""
+    from hf_unlearn.evaluation.suite import EvalConfig, evaluate_model
+
+    model, tok = load(memorised_model_dir)
+    splits = {
+        "forget": small_splits["forget"].map(lambda r: {"subject": "Nobody"}),
+        "retain": small_splits["retain"].select(range(40)).select_columns(["question", "answer"]),
+    }
+    row, reference = evaluate_model(model, tok, splits, None, EvalConfig(relearn_steps=0), progress=False)
+    assert row["model_utility"] is None and row["privleak"] is None and row["mia_auc"] is None
+    assert row["relearn_recovery"] is None and reference.mia_auc == {}
+    assert row["forget_quality"] == 1.0  # forget still has perturbed answers: compared with itself
+    assert "does not occur" in row["details"]["skipped_probes"]["perturbed_questions"]
+    assert row["knowmem_forget"] > 0.9 and row["retain_em"] > 0.9
+    with pytest.raises(ValueError, match="missing \\['retain'\\]"):
+        evaluate_model(model, tok, {"forget": splits["forget"]})

@@ -106,7 +106,10 @@ def relearn_attack(
     before, prob_before = held_scores(model)
     attacked = copy.deepcopy(model)  # once per attack, so the evaluated model is never modified
     attacked.train()
-    optimizer = torch.optim.AdamW(attacked.parameters(), lr=learning_rate)
+    params = [p for p in attacked.parameters() if p.requires_grad]  # LoRA: the adapters only
+    if not params:  # a frozen copy: relearn every floating-point weight
+        params = [p.requires_grad_() for p in attacked.parameters() if p.is_floating_point()]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
     rows = [tokenize_qa(tokenizer, q, a) for q, a in zip(train["question"], train["answer"])]
     collate = PaddingCollator(tokenizer.pad_token_id)
     device = next(attacked.parameters()).device

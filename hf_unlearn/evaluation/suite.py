@@ -12,6 +12,7 @@ Splits (a mapping of name -> ``Dataset``): ``forget`` and ``retain`` QA rows are
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from hf_unlearn.evaluation.probes import perturbed_questions, relearn_attack
 from hf_unlearn.evaluation.qa import generate_answers, text_token_log_probs
 from hf_unlearn.evaluation.tofu import qa_scores, tofu_stats
 
+logger = logging.getLogger(__name__)
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 REQUIRED_SPLITS = ("forget", "retain")
 
@@ -156,7 +158,7 @@ def evaluate_model(
             split_detail.update({k: stats[name][k] for k in ("prob", "truth_ratio")})
         details["splits"][name] = split_detail
     utility_sets = [s for s in UTILITY_SETS if s in stats and stats[s]["truth_ratio"] is not None]
-    row["model_utility"] = model_utility({s: stats[s] for s in utility_sets})
+    row["model_utility"] = model_utility({s: stats[s] for s in utility_sets}) if utility_sets else None
     details["model_utility_sets"] = utility_sets
     own_ratios = stats["forget"]["truth_ratios"]
     ref_ratios = own_ratios if reference is None else reference.forget_truth_ratios
@@ -216,11 +218,16 @@ def evaluate_model(
             )
             row["forget_paraphrased_em"] = float(para["em"].mean())
             row["forget_paraphrased_rouge"] = mean(para["rouge_recall"])
-        if "perturbed_question" in forget_ds.column_names or "subject" in forget_ds.column_names:
+        try:
+            questions = perturbed_questions(forget_ds, config.seed)
+        except ValueError as err:  # no perturbed_question / subject column, or a subject not in its question
+            logger.warning("Skipping the perturbed-question probe: %s", err)
+            details["skipped_probes"] = {"perturbed_questions": str(err)}
+        else:
             answers = generate_answers(
                 model,
                 tokenizer,
-                perturbed_questions(forget_ds, config.seed),
+                questions,
                 config.max_new_tokens,
                 config.batch_size,
                 desc("perturbed questions"),
