@@ -85,7 +85,7 @@ def test_eval_command_writes_results_report_and_plots(memorised_model_dir, gold_
     assert "Wrote" in capsys.readouterr().out
     # the sweeps of --unlearn_fn, from the first --model: nested 10/50/100 % of the 2 forget people
     sizes = {k: v["forget_rows"] for k, v in results["scalability"].items()}
-    assert sizes == {"10% of forget": 8, "50% of forget": 8, "100% of forget": 16}
+    assert sizes == {"10pct_of_forget": 8, "50pct_of_forget": 8, "100pct_of_forget": 16}
     assert [v["forget_rows"] for v in results["sustainability"]] == [8, 16]
     assert cli_unlearn.calls[-1] == out / "sweeps" / "sustainability" / "request-1"
     assert "sustainability request 2" in report
@@ -138,7 +138,7 @@ def test_forget_size_sweep_nests_subjects_and_keeps_the_rest(small_splits):
     forget, retain = small_splits["forget"], small_splits["retain"]
     sweep = forget_size_sweep(forget, retain, (0.5, 1.0))
     (half, half_retain), (whole, whole_retain) = sweep.values()
-    assert list(sweep) == ["50% of forget", "100% of forget"]
+    assert list(sweep) == ["50pct_of_forget", "100pct_of_forget"]
     assert len(set(half["subject"])) == 1 and len(half) == 8 and len(whole) == 16
     assert len(half_retain) == len(retain) + 8 and len(whole_retain) == len(retain)
     with pytest.raises(ValueError, match="fractions"):
@@ -158,7 +158,7 @@ def test_scalability_and_sustainability_sweeps(memorised_model_dir, small_splits
     assert [v["forget_rows"] for v in sweep.values()] == [8, 16]
     assert unlearn.calls == [Path(memorised_model_dir)] * 2  # each size starts from the original model
     assert all(v["knowmem_forget"] < 0.9 for v in sweep.values())  # the memorised model starts near 1.0
-    assert (tmp_path / "scal" / "forget-2 people" / "tokenizer_config.json").exists()
+    assert (tmp_path / "scal" / "2 people" / "tokenizer_config.json").exists()
 
     unlearn = gradient_ascent()
     steps = sustainability(memorised_model_dir, forget, retain, unlearn, tmp_path / "sust", k=2)

@@ -98,7 +98,7 @@ def forget_size_sweep(
         picked = [i for i, key in enumerate(keys) if key in chosen]
         rest = forget.select([i for i, key in enumerate(keys) if key not in chosen]).select_columns(columns)
         kept = concatenate_datasets([retain.select_columns(columns), rest]) if len(rest) else retain
-        out[f"{fraction:.0%} of forget"] = (forget.select(picked), kept)
+        out[f"{round(fraction * 100)}pct_of_forget"] = (forget.select(picked), kept)
     return out
 
 
@@ -109,14 +109,12 @@ def scalability(
     out_dir: str | Path,
     **knowledge_kwargs,
 ) -> dict[str, dict]:
-    """MUSE scalability: unlearn forget sets of growing size (e.g. ``{"1%": (forget01, retain99), ...}``), each
+    """MUSE scalability: unlearn forget sets of growing size (e.g. ``{"forget01": (forget01, retain99), ...}``; each label names the request's folder under ``out_dir``), each
     from the same original model, and report :func:`knowledge` plus the forget-set size for each."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     out = {}
     for label, (forget, retain) in requests.items():
-        model = _unlearn_and_save(
-            unlearn_fn, Path(model_dir), forget, retain, Path(out_dir) / f"forget-{label}"
-        )
+        model = _unlearn_and_save(unlearn_fn, Path(model_dir), forget, retain, Path(out_dir) / label)
         out[label] = {
             "forget_rows": len(forget),
             **knowledge(model, tokenizer, forget, retain, **knowledge_kwargs),

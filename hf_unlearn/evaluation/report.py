@@ -26,9 +26,12 @@ def result_rows(results: dict) -> list[tuple[str, dict]]:
 
 
 def format_number(value) -> str:
-    """Three decimals; scientific notation for tiny non-zero values (forget quality p-values); ``-`` if unset."""
-    if not isinstance(value, (int, float)):
+    """Integers as they are, floats with three decimals or in scientific notation when tiny but non-zero (forget
+    quality p-values), ``-`` when unset."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
+    if isinstance(value, int):
+        return str(value)
     return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
 
 
