@@ -196,3 +196,12 @@ def test_evaluate_model_reports_what_the_data_allows(memorised_model_dir, small_
     assert row["knowmem_forget"] > 0.9 and row["retain_em"] > 0.9
     with pytest.raises(ValueError, match="missing \\['retain'\\]"):
         evaluate_model(model, tok, {"forget": splits["forget"]})
+
+
+def test_eval_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["eval", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(option in text for option in ("--retain_model", "--unlearn_fn", "--min_k", "--relearn_steps"))
+    assert "Min-K% Prob" in text and "100 %" in text

@@ -52,7 +52,7 @@ class EvalConfig:
         default=32, metadata={"help": "VerbMem prompt length in tokens (capped at half of each text)."}
     )
     verbmem_max_new_tokens: int = field(default=64, metadata={"help": "VerbMem continuation length."})
-    min_k: float = field(default=0.4, metadata={"help": "Min-K % Prob fraction (MUSE: 0.4)."})
+    min_k: float = field(default=0.4, metadata={"help": "Min-K%% Prob fraction (MUSE: 0.4)."})
     relearn_steps: int = field(
         default=10,
         metadata={"help": "Relearning attack: fine-tuning steps on half the forget set (0 = skip)."},
