@@ -12,6 +12,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from hf_unlearn.data.formats import framed_ids
 from hf_unlearn.evaluation.metrics import (
     choice_prob,
     forget_quality,
@@ -19,12 +20,14 @@ from hf_unlearn.evaluation.metrics import (
     model_utility,
     normalised_prob,
     privleak,
+    rouge_l,
     truth_ratio,
     truth_ratio_score,
 )
 from hf_unlearn.evaluation.mia import attack_auc, attack_scores, loss_score, min_k_prob, zlib_score
 from hf_unlearn.evaluation.muse import deletion_requests, verbmem_split
 from hf_unlearn.evaluation.probes import perturb_subject, perturbed_questions, relearn_split
+from hf_unlearn.evaluation.qa import text_token_log_probs
 from hf_unlearn.evaluation.tofu import perturbed_matrix, qa_scores, tofu_stats
 
 
@@ -222,3 +225,22 @@ def test_verbmem_split_cuts_half_at_most(tiny_tokenizer):
     assert rest == tiny_tokenizer.decode(ids[len(ids) // 2 :]).strip()
     prompt, _ = verbmem_split(tiny_tokenizer, text, prefix_tokens=3)
     assert prompt == [tiny_tokenizer.bos_token_id] + ids[:3]
+
+
+def test_rouge_l_recall_precision_f1():
+    # LCS of "the cat sat" and "the cat sat on the mat" is 3 tokens: recall 3/6, precision 3/3, F1 2/3
+    score = rouge_l("the cat sat", "the cat sat on the mat")
+    assert score == pytest.approx({"recall": 0.5, "precision": 1.0, "f1": 2 / 3})
+
+
+def test_membership_log_probs_of_a_uniform_toy_model(tiny_tokenizer):
+    model = FixedLogits(torch.zeros(len(tiny_tokenizer)))  # every next token 1/V
+    texts = ["Fairkdas Brondwell was born in Fez.", "Oslo"]
+    logps = text_token_log_probs(model, tiny_tokenizer, texts)
+    for text, lp in zip(texts, logps):
+        # BOS + text + EOS, every token after the first scored at log(1/V)
+        assert len(lp) == len(framed_ids(tiny_tokenizer, text)) - 1
+        assert torch.allclose(lp, torch.full_like(lp, -math.log(len(tiny_tokenizer))))
+    scores = attack_scores(logps, texts)
+    assert scores["min_k"] == pytest.approx([-math.log(len(tiny_tokenizer))] * 2)
+    assert attack_auc(scores["min_k"][:1], scores["min_k"][1:]) == 0.5  # indistinguishable
