@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.serving.eco.fit:main",
         "Fit an ECO guard (prompt classifier + corruption strength) for a model: --model --forget --retain --out.",
     ),
+    "eval": (
+        "hf_unlearn.eval_cli:main",
+        "Score models against the retrained model: TOFU / MUSE metrics, probes, report and plots.",
+    ),
 }
 
 
