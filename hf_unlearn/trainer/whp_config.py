@@ -55,8 +55,12 @@ class WHPConfig(UnlearningConfig):
         default=200, metadata={"help": "Mined spans kept besides the forget subjects (best ratio first)."}
     )
     mine_min_llr: float = field(
-        default=0.5,
+        default=0.05,
         metadata={"help": "Minimum mean reinforced-vs-baseline log-likelihood ratio (nats) of a mined span."},
+    )
+    mine_min_fraction: float = field(
+        default=0.25,
+        metadata={"help": "Minimum score of a mined span as a fraction of the best span's score."},
     )
     mine_max_words: int = field(default=3, metadata={"help": "Longest mined span, in words."})
     mine_include_subjects: bool = field(

@@ -134,7 +134,8 @@ def mine_dictionary(
     retain: Dataset,
     retain_text: Dataset | None = None,
     max_terms: int = 200,
-    min_llr: float = 0.5,
+    min_llr: float = 0.05,
+    min_fraction: float = 0.25,
     max_words: int = 3,
     include_subjects: bool = True,
     seed: int = 0,
@@ -144,6 +145,7 @@ def mine_dictionary(
     Args:
         max_terms: spans kept besides the subjects, best log-likelihood ratio first.
         min_llr: minimum mean summed log-likelihood ratio (nats) of a kept span.
+        min_fraction: minimum score of a kept span relative to the best span's.
         include_subjects: always include the forget rows' ``subject`` values.
     """
     texts = forget_texts(tokenizer, forget_qa, forget_text)
@@ -155,7 +157,7 @@ def mine_dictionary(
         subjects = sorted(
             {s for ds in forget_qa + forget_text if "subject" in ds.column_names for s in ds["subject"]}
         )
-    terms = select_terms(scores, max_terms, min_llr, subjects)
+    terms = select_terms(scores, max_terms, min_llr, subjects, min_fraction)
     forget_rows = Dataset.from_dict(
         {
             col: [v for ds in forget_qa for v in ds[col]]

@@ -292,8 +292,8 @@ def generic_replacements(
     """Map each anchored term to a generic term of the same kind drawn from the retain data.
 
     Kinds, in order: ``subject`` (a forget ``subject`` -> a retain subject, one-to-one where possible),
-    ``subject_part`` (words of a forget subject's name -> the same words of its replacement's name),
-    ``fact:<name>`` (a forget answer of fact ``<name>`` when rows have a ``fact`` column -> a retain answer of
+    ``part:<kind>`` (some words of a longer mapped term, e.g. a surname -> the same words of that term's
+    replacement), ``fact:<name>`` (a forget answer of fact ``<name>`` when rows have a ``fact`` column -> a retain answer of
     the same fact), ``number`` (-> a retain number with as many digits), ``entity`` (capitalised words -> a
     retain capitalised n-gram with as many words) and ``placeholder`` (no same-kind value in the retain data).
 
@@ -320,18 +320,15 @@ def generic_replacements(
     dictionary: dict[str, str] = {}
     kinds: dict[str, str] = {}
     used: set[str] = set()
-    subject_map: dict[str, str] = {}
-    for term in sorted(terms, key=lambda t: (t not in forget_subjects, t)):
+    order = sorted(terms, key=lambda t: (t not in forget_subjects, t not in fact_of, -len(t.split()), t))
+    for term in order:
+        parent = _parent_term(term, dictionary)
         if term in forget_subjects:
             kind, new = "subject", _pick(rng, retain_subjects, term, tokenizer, used)
-            if new is not None:
-                subject_map[term] = new
-        elif any(re.search(rf"(?<!\w){re.escape(term)}(?!\w)", s) for s in subject_map):
-            subject = next(s for s in subject_map if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", s))
-            words, new_words = subject.split(), subject_map[subject].split()
-            idx = words.index(term.split()[0])
-            kind = "subject_part"
-            new = " ".join(new_words[idx : idx + len(term.split())]) if len(words) == len(new_words) else None
+        elif parent is not None:
+            start = _word_position(term.split(), parent.split())
+            kind = f"part:{kinds[parent]}"
+            new = " ".join(dictionary[parent].split()[start : start + len(term.split())])
         elif term in fact_of and retain_facts.get(fact_of[term]):
             kind = f"fact:{fact_of[term]}"
             new = _pick(rng, retain_facts[fact_of[term]], term, tokenizer, used)
@@ -346,10 +343,35 @@ def generic_replacements(
     return dictionary, kinds
 
 
+def _word_position(words: list[str], parent: list[str]) -> int:
+    """Index of the first occurrence of ``words`` as a contiguous run inside ``parent`` (-1 when absent)."""
+    return next((i for i in range(len(parent) - len(words) + 1) if parent[i : i + len(words)] == words), -1)
+
+
+def _parent_term(term: str, dictionary: dict[str, str]) -> str | None:
+    """A longer, already mapped term containing ``term`` as whole words, whose replacement has as many words
+    (so the same words of the replacement stand for ``term``)."""
+    for parent, new in dictionary.items():
+        if (
+            len(parent.split()) > len(term.split())
+            and len(parent.split()) == len(new.split())
+            and _word_position(term.split(), parent.split()) >= 0
+        ):
+            return parent
+    return None
+
+
 def select_terms(
-    scores: dict[str, float], max_terms: int, min_score: float, subjects: list[str] = ()
+    scores: dict[str, float],
+    max_terms: int,
+    min_score: float,
+    subjects: list[str] = (),
+    min_fraction: float = 0.0,
 ) -> list[str]:
-    """The anchored terms: every subject plus the ``max_terms`` best-scoring spans with score >= ``min_score``."""
-    ranked = sorted((s for s in scores if scores[s] >= min_score), key=lambda s: -scores[s])
+    """The anchored terms: every subject plus the ``max_terms`` best-scoring spans whose score is at least
+    ``min_score`` and at least ``min_fraction`` of the best score (how far the ratios rise depends on how much
+    the reinforced adapter trained, so a relative floor keeps the selection stable)."""
+    floor = max(min_score, min_fraction * max(scores.values(), default=0.0))
+    ranked = sorted((s for s in scores if scores[s] >= floor), key=lambda s: -scores[s])
     chosen = list(dict.fromkeys(list(subjects) + ranked[:max_terms]))
     return chosen

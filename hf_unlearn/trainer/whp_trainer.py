@@ -149,6 +149,7 @@ class WHPTrainer(UnlearningTrainer):
                 retain_text,
                 max_terms=args.mine_max_terms,
                 min_llr=args.mine_min_llr,
+                min_fraction=args.mine_min_fraction,
                 max_words=args.mine_max_words,
                 include_subjects=args.mine_include_subjects,
                 seed=args.seed,
