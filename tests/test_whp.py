@@ -176,3 +176,38 @@ def test_whp_end_to_end_forgets_with_generic_answers(small_splits, memorised_mod
     assert type_match_rate(trainer.model, tok, forget) >= 0.8
     audit = json.loads((tmp_path / "out" / DICTIONARY_FILE).read_text())
     assert set(forget["subject"]) <= set(audit["terms"]) and audit["kinds"]
+
+
+@pytest.mark.parametrize("variant", ["lora", "4bit"])
+def test_whp_lora_and_qlora(small_splits, memorised_model_dir, tmp_path, variant):
+    from hf_unlearn.trainer.utils import is_peft_model
+    from hf_unlearn.trainer.whp_trainer import WHPTrainer
+
+    model, tok = _load(memorised_model_dir)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    forget, retain = small_splits["forget"], small_splits["retain"]
+    options = {"lora_r": 8} if variant == "lora" else {"load_in_4bit": True}
+    args = WHPConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        use_cpu=True,
+        **options,
+    )
+    source = model if variant == "lora" else str(memorised_model_dir)  # 4-bit: the trainer loads the path
+    trainer = WHPTrainer(source, args, forget, retain, processing_class=tok)
+    trainer.train()
+    assert is_peft_model(trainer.model)
+    assert exact_match(trainer.model, tok, forget) <= 0.5
+    if variant == "lora":
+        # neither the reinforced adapter nor the trained adapters touched the base weights
+        base = trainer.model.get_base_model().state_dict()
+        for name, value in original.items():
+            key = (
+                name.replace(".weight", ".base_layer.weight")
+                if name.replace(".weight", ".base_layer.weight") in base
+                else name
+            )
+            assert torch.equal(base[key], value), name
+        assert not any("reinforced" in name for name in base)
