@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "unlearn": (
+        "hf_unlearn.unlearn_cli:main",
+        "Unlearn a forget set from a model (ga, npo, simnpo; full, LoRA or 4-bit QLoRA).",
+    ),
 }
 
 

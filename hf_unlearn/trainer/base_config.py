@@ -16,7 +16,7 @@ class UnlearningConfig(TrainingArguments):
     On top of ``TrainingArguments`` it holds how the forget and retain losses are combined, how the reference
     model is obtained, the retain-loss safety rail, and the model options (LoRA, 4-bit/8-bit QLoRA, merging)
     used when the trainer is given a model *path*. One optimisation step sees one forget batch and one retain
-    batch of ``per_device_train_batch_size`` rows each; an "epoch" is one pass over the forget set.
+    batch (``per_device_train_batch_size`` and ``retain_batch_size`` rows); an "epoch" is one pass over the forget set.
 
     Defaults suit the embedded tiny model; on a pretrained model lower ``learning_rate`` (e.g. 1e-5).
     """
@@ -33,6 +33,13 @@ class UnlearningConfig(TrainingArguments):
     forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
     retain_weight: float = field(
         default=1.0, metadata={"help": "Weight of the retain regulariser (ignored with regularizer='none')."}
+    )
+    retain_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Retain rows per device and step (default: per_device_train_batch_size). More retain rows "
+            "per forget row make the regulariser hold the retain set more firmly."
+        },
     )
     max_length: int = field(default=256, metadata={"help": "Tokens kept per forget/retain example."})
     # --- the reference model ---
@@ -99,7 +106,7 @@ class UnlearningConfig(TrainingArguments):
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
     logging_steps: float = field(default=10, metadata={"help": "Log losses every N steps."})
     save_strategy: str = field(default="no", metadata={"help": "When to write resumable checkpoints."})
-    report_to: str | list[str] | None = field(
+    report_to: None | str | list[str] = field(
         default="none", metadata={"help": "Experiment trackers to report to."}
     )
     remove_unused_columns: bool = field(

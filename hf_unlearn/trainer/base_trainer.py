@@ -186,7 +186,8 @@ class UnlearningTrainer(Trainer):
     def _retain_batches(self, skip: int):
         """Endless retain batches for this rank: seeded reshuffles, each rank a disjoint slice; ``skip`` batches
         are passed over without being built (resuming)."""
-        n, bs = len(self.retain_dataset), self.args.per_device_train_batch_size
+        n = len(self.retain_dataset)
+        bs = self.args.retain_batch_size or self.args.per_device_train_batch_size
         rank, world = self.args.process_index, self.args.world_size
         generator = torch.Generator().manual_seed(self.args.seed)
         served = 0
