@@ -211,3 +211,30 @@ def test_whp_lora_and_qlora(small_splits, memorised_model_dir, tmp_path, variant
             )
             assert torch.equal(base[key], value), name
         assert not any("reinforced" in name for name in base)
+
+
+def test_unlearn_whp_command(small_splits, memorised_model_dir, tmp_path):
+    from hf_unlearn.trainer.whp_trainer import DICTIONARY_FILE
+    from hf_unlearn.unlearn_cli import SUMMARY_FILE, main
+
+    small_splits["forget"].to_json(tmp_path / "forget.jsonl")
+    small_splits["retain"].to_json(tmp_path / "retain.jsonl")
+    dictionary = {s: "Ann Lee" for s in sorted(set(small_splits["forget"]["subject"]))[:1]}
+    (tmp_path / "terms.json").write_text(json.dumps(dictionary))
+    out = tmp_path / "out"
+    code = main(
+        ["whp", "--model", str(memorised_model_dir), "--forget", str(tmp_path / "forget.jsonl"), "--retain"]
+        + [
+            str(tmp_path / "retain.jsonl"),
+            "--output_dir",
+            str(out),
+            "--term_dictionary",
+            str(tmp_path / "terms.json"),
+        ]
+        + ["--per_device_train_batch_size", "16", "--num_train_epochs", "2", "--use_cpu", "true"]
+    )
+    assert code == 0
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["method"] == "whp" and summary["steps"] == 2
+    # a user-supplied dictionary is used as given and saved with the model
+    assert json.loads((out / DICTIONARY_FILE).read_text())["terms"] == dictionary
