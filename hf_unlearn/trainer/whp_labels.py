@@ -52,11 +52,13 @@ def train_reinforced_adapter(
 ):
     """Wrap ``model`` with a LoRA adapter (named ``"reinforced"``) trained on the forget data; return the
     ``PeftModel``. ``peft_model.unload()`` gives the untouched base model back afterwards."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+    from hf_unlearn.trainer.utils import is_quantized, lora_config
+
+    if is_quantized(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+    config = lora_config(r=lora_r, alpha=2 * lora_r)
     peft_model = get_peft_model(model, config, adapter_name=REINFORCED_ADAPTER)
     args = TrainingArguments(
         output_dir=output_dir,
