@@ -19,7 +19,7 @@ import logging
 
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_unlearn.data.forget_retain import PaddingCollator, lm_dataset
 from hf_unlearn.data.formats import IGNORE_INDEX, qa_as_text
@@ -59,6 +59,7 @@ def train_reinforced_adapter(
     if is_quantized(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = lora_config(r=lora_r, alpha=2 * lora_r)
+    set_seed(seed)  # the adapter's initialisation, so that the mined dictionary is reproducible
     peft_model = get_peft_model(model, config, adapter_name=REINFORCED_ADAPTER)
     args = TrainingArguments(
         output_dir=output_dir,
