@@ -37,6 +37,13 @@ EVAL_SPLITS = ("forget", "retain", "holdout")
 # returns the model to score (anything the QA scorers can call like a causal LM) and extra result keys;
 # a "seconds" key there reports the unlearning wall time itself (else the call is timed).
 DEMO_METHODS: dict[str, str] = {
+    "ga": "hf_unlearn.trainer.demo_methods:ga",
+    "ga_gdr": "hf_unlearn.trainer.demo_methods:ga_gdr",
+    "ga_klr": "hf_unlearn.trainer.demo_methods:ga_klr",
+    "npo": "hf_unlearn.trainer.demo_methods:npo",
+    "npo_gdr": "hf_unlearn.trainer.demo_methods:npo_gdr",
+    "npo_klr": "hf_unlearn.trainer.demo_methods:npo_klr",
+    "simnpo": "hf_unlearn.trainer.demo_methods:simnpo",
     "whp": "hf_unlearn.trainer.whp_demo:whp",
 }
 

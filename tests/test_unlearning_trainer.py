@@ -34,6 +34,19 @@ def make_args(config_cls, tmp_path, **kwargs):
     return config_cls(**{**defaults, **kwargs})
 
 
+def unlearner(method, model_dir, splits, tmp_path, **config):
+    """A fresh copy of the memorised model in the ``method``'s trainer, forgetting 2 people, retaining 18."""
+    model, tok = load_model_and_tokenizer(model_dir, dtype=torch.float32)
+    config_cls, trainer_cls = PAIRS[method]
+    return trainer_cls(
+        model,
+        make_args(config_cls, tmp_path, **config),
+        forget_dataset=splits["forget"],
+        retain_dataset=splits["retain"],
+        processing_class=tok,
+    )
+
+
 def logged(trainer, key):
     return [entry[key] for entry in trainer.state.log_history if key in entry]
 
@@ -43,13 +56,12 @@ def logged(trainer, key):
     [("ga", "none"), ("ga", "gdr"), ("ga", "klr"), ("npo", "gdr"), ("npo", "klr"), ("simnpo", "none")],
 )
 def test_full_finetuning_forgets(method, regularizer, memorised_model_dir, small_splits, tmp_path):
-    model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
-    forget, retain = small_splits["forget"], small_splits["retain"]
-    before = exact_match(model, tok, forget)
-    config_cls, trainer_cls = PAIRS[method]
     lr = 1e-3 if regularizer == "none" else 2e-3  # unregularised runs destroy the model sooner
-    args = make_args(config_cls, tmp_path, regularizer=regularizer, learning_rate=lr)
-    trainer = trainer_cls(model, args, forget_dataset=forget, retain_dataset=retain, processing_class=tok)
+    trainer = unlearner(
+        method, memorised_model_dir, small_splits, tmp_path, regularizer=regularizer, learning_rate=lr
+    )
+    tok, forget = trainer.processing_class, small_splits["forget"]
+    before = exact_match(trainer.model, tok, forget)
     trainer.train()
     after = exact_match(trainer.model, tok, forget)
     assert before >= 0.9
@@ -89,17 +101,11 @@ def test_npo_reference_is_cached_once_and_equals_the_start_model(memorised_model
 
 @pytest.mark.parametrize("method", ["npo", "ga"])
 def test_lora_trains_only_adapters(method, memorised_model_dir, small_splits, tmp_path):
-    model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
-    base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    config_cls, trainer_cls = PAIRS[method]
-    args = make_args(config_cls, tmp_path, lora_r=8, learning_rate=1e-2, regularizer="klr")
-    trainer = trainer_cls(
-        model,
-        args,
-        forget_dataset=small_splits["forget"],
-        retain_dataset=small_splits["retain"],
-        processing_class=tok,
+    base_before = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)[0].state_dict()
+    trainer = unlearner(
+        method, memorised_model_dir, small_splits, tmp_path, lora_r=8, learning_rate=1e-2, regularizer="klr"
     )
+    tok = trainer.processing_class
     assert trainer.ref_model is None  # the adapter-disabled model is the reference
     adapters_before = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
     trainer.train()
@@ -121,7 +127,6 @@ def test_lora_trains_only_adapters(method, memorised_model_dir, small_splits, tm
 
 
 def test_qlora_4bit_completes_on_cpu_and_merges(memorised_model_dir, small_splits, tmp_path):
-    pytest.importorskip("bitsandbytes", reason="the quant extra is part of the dev install")
     args = make_args(
         GradientAscentConfig, tmp_path, load_in_4bit=True, lora_r=4, max_steps=6, merge_adapters=True
     )
@@ -146,16 +151,14 @@ def test_qlora_4bit_completes_on_cpu_and_merges(memorised_model_dir, small_split
 
 
 def test_safety_rail_stops_runaway_gradient_ascent(memorised_model_dir, small_splits, tmp_path):
-    model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
-    args = make_args(
-        GradientAscentConfig, tmp_path, learning_rate=3e-2, max_steps=60, max_retain_loss_ratio=5.0
-    )
-    trainer = GradientAscentTrainer(
-        model,
-        args,
-        forget_dataset=small_splits["forget"],
-        retain_dataset=small_splits["retain"],
-        processing_class=tok,
+    trainer = unlearner(
+        "ga",
+        memorised_model_dir,
+        small_splits,
+        tmp_path,
+        learning_rate=3e-2,
+        max_steps=60,
+        max_retain_loss_ratio=5.0,
     )
     trainer.train()
     rail = trainer.stopped_early
@@ -165,9 +168,10 @@ def test_safety_rail_stops_runaway_gradient_ascent(memorised_model_dir, small_sp
 
 def test_resumed_run_matches_an_uninterrupted_one(memorised_model_dir, small_splits, tmp_path):
     def run(out, max_steps, resume=None):
-        model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
-        args = make_args(
-            GradientAscentConfig,
+        trainer = unlearner(
+            "ga",
+            memorised_model_dir,
+            small_splits,
             tmp_path,
             output_dir=str(out),
             max_steps=max_steps,
@@ -175,13 +179,6 @@ def test_resumed_run_matches_an_uninterrupted_one(memorised_model_dir, small_spl
             save_strategy="steps",
             save_steps=3,
             learning_rate=1e-3,
-        )
-        trainer = GradientAscentTrainer(
-            model,
-            args,
-            forget_dataset=small_splits["forget"],
-            retain_dataset=small_splits["retain"],
-            processing_class=tok,
         )
         trainer.train(resume_from_checkpoint=resume)
         return trainer.model

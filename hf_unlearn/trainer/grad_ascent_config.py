@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_unlearn.trainer.base_config import REGULARIZERS, UnlearningConfig
+from hf_unlearn.trainer.base_config import UnlearningConfig
 
 
 @dataclass
@@ -15,12 +15,4 @@ class GradientAscentConfig(UnlearningConfig):
     forget likelihood down without bound; the retain-loss safety rail (``max_retain_loss_ratio``) stops it.
     """
 
-    regularizer: str = field(
-        default="none",
-        metadata={
-            "help": "Retain regulariser: 'none' (GA), 'gdr' (GA+GDR: NLL on retain) or 'klr' (GA+KLR: "
-            "KL(ref || model) on retain).",
-            "choices": list(REGULARIZERS),
-        },
-    )
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})

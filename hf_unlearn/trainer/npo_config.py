@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_unlearn.trainer.base_config import REGULARIZERS, UnlearningConfig
+from hf_unlearn.trainer.base_config import UnlearningConfig
 
 
 @dataclass
@@ -19,14 +19,6 @@ class NPOConfig(UnlearningConfig):
     beta: float = field(
         default=0.1,
         metadata={"help": "NPO inverse temperature (> 0); small beta behaves like gradient ascent."},
-    )
-    regularizer: str = field(
-        default="none",
-        metadata={
-            "help": "Retain regulariser: 'none' (NPO), 'gdr' (NPO+GDR: NLL on retain) or 'klr' (NPO+KLR: "
-            "KL(ref || model) on retain).",
-            "choices": list(REGULARIZERS),
-        },
     )
 
     def __post_init__(self):
