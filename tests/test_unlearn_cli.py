@@ -99,3 +99,20 @@ def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split
     start = parameter_digest(AutoModelForCausalLM.from_pretrained(memorised_model_dir))
     assert digests[0] != start  # the replicas moved, together
     assert summary["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "scripts" / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_yaml_configs_parse(config):
+    import yaml
+    from trl import TrlParser
+
+    from hf_unlearn.unlearn_cli import UnlearnScriptArguments, resolve_method
+
+    method = yaml.safe_load(config.read_text())["method"]
+    config_cls, _ = resolve_method(method)
+    parser = TrlParser((UnlearnScriptArguments, config_cls))
+    script, args = parser.parse_args_and_config(args=["--config", str(config)])
+    assert script.method == method and script.forget == "synthetic:forget"
+    assert args.regularizer in ("gdr", "klr") and args.retain_batch_size == 64

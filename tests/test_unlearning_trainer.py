@@ -229,3 +229,16 @@ def test_bad_inputs_raise_documented_errors(memorised_model_dir, small_splits, t
             processing_class=tok,
         )
     assert issubclass(NPOConfig, UnlearningConfig)
+
+
+def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):
+    import sys
+
+    from hf_unlearn.trainer.utils import quantization_config
+
+    with pytest.raises(ValueError, match="pick one"):
+        quantization_config(load_in_4bit=True, load_in_8bit=True)
+    assert quantization_config() is None
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"hf-unlearn\[quant\]"):
+        quantization_config(load_in_4bit=True)

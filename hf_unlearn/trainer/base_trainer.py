@@ -83,7 +83,10 @@ class UnlearningTrainer(Trainer):
 
     Raises:
         ValueError: no forget set; a regulariser without a retain set; forget and retain overlap; the tokenizer
-            does not fit the model; a quantized model without adapters; no reference for a method that needs one.
+            does not fit the model (a quantized model without a ``peft_config`` gets LoRA adapters from
+            ``args.lora_*``, rank 8 when ``lora_r`` is 0).
+        TypeError: ``args`` is not an ``UnlearningConfig``.
+        ImportError: 4-bit/8-bit loading without bitsandbytes (names the ``quant`` extra).
     """
 
     #: whether :meth:`forget_loss` needs the reference model's sequence log-probs of the forget batch
