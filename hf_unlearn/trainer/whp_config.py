@@ -22,8 +22,8 @@ class WHPConfig(UnlearningConfig):
     the targets; (4) the model is fine-tuned on those targets, with ``regularizer="gdr"`` (NLL on retain
     batches) by default. The dictionary is saved with the model as ``whp_dictionary.json``.
 
-    Defaults suit the embedded tiny model (on the 200-person demo: forget EM 0.98 -> ~0.05, retain EM 0.98 ->
-    ~0.93, generic answers of the right type ~97 %); on a pretrained model lower ``learning_rate`` (e.g. 1e-5)
+    Defaults suit the embedded tiny model (on the 200-person demo: forget EM 0.99 -> 0.03, retain EM 0.98 ->
+    0.94, generic answers of the right type 99 %); on a pretrained model lower ``learning_rate`` (e.g. 1e-5)
     and ``reinforce_learning_rate``. ``alpha`` (default 5) only pushes down tokens that the reinforced adapter
     raised; on the embedded default the anchored-term translation does most of the work (``alpha=0`` scores
     about the same), so tune it on data where the reinforced model generalises beyond the anchored terms.
@@ -84,6 +84,10 @@ class WHPConfig(UnlearningConfig):
     )
     retain_weight: float = field(
         default=2.0, metadata={"help": "Weight of the retain regulariser (ignored with regularizer='none')."}
+    )
+    retain_batch_size: int | None = field(
+        default=64,
+        metadata={"help": "Retain rows per device and step (more retain rows hold retain accuracy better)."},
     )
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
     num_train_epochs: float = field(
