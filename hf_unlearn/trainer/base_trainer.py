@@ -212,13 +212,14 @@ class UnlearningTrainer(Trainer):
 
     # ----- reference model -----
     def _resolve_ref_model(self, ref_model):
-        if ref_model is not None:
-            pass
-        elif is_peft_model(self.model):
-            return None  # the adapter-disabled model is the reference
-        else:
+        """The frozen reference: ``ref_model``; ``None`` under peft (adapters get disabled instead); else one load
+        of ``args.ref_model_name_or_path`` or of the model's own directory (an in-memory copy only when the
+        model has no directory to load from)."""
+        if ref_model is None and is_peft_model(self.model):
+            return None
+        if ref_model is None:
             source = self.args.ref_model_name_or_path or getattr(self.model, "name_or_path", "")
-            if source and (Path(source).is_dir() or self.args.ref_model_name_or_path):
+            if self.args.ref_model_name_or_path or (source and Path(source).is_dir()):
                 from transformers import AutoModelForCausalLM
 
                 ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=self.model.dtype)
