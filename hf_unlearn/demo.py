@@ -46,6 +46,7 @@ DEMO_METHODS: dict[str, str] = {
     "npo_gdr": "hf_unlearn.trainer.demo_methods:npo_gdr",
     "npo_klr": "hf_unlearn.trainer.demo_methods:npo_klr",
     "simnpo": "hf_unlearn.trainer.demo_methods:simnpo",
+    "whp": "hf_unlearn.trainer.whp_demo:whp",
     "eco": "hf_unlearn.serving.eco.fit:eco_demo",
 }
 

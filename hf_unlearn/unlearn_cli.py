@@ -34,6 +34,7 @@ METHODS: dict[str, tuple[str, str]] = {
     ),
     "npo": ("hf_unlearn.trainer.npo_config:NPOConfig", "hf_unlearn.trainer.npo_trainer:NPOTrainer"),
     "simnpo": ("hf_unlearn.trainer.npo_config:SimNPOConfig", "hf_unlearn.trainer.npo_trainer:SimNPOTrainer"),
+    "whp": ("hf_unlearn.trainer.whp_config:WHPConfig", "hf_unlearn.trainer.whp_trainer:WHPTrainer"),
 }
 
 

@@ -45,7 +45,7 @@ def test_help_documents_every_config_field(capsys):
 def test_unknown_method_is_refused(capsys):
     assert cli_main(["unlearn", "nope", "--model", "x"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
-    assert sorted(METHODS) == ["ga", "npo", "simnpo"]
+    assert {"ga", "npo", "simnpo"} <= set(METHODS)
 
 
 def test_cli_lora_npo_with_merge(memorised_model_dir, split_files, small_splits, tmp_path):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import Trainer
+from transformers import Trainer, set_seed
 
 from hf_unlearn.data.forget_retain import PaddingCollator, tokenize_dataset
 from hf_unlearn.data.formats import IGNORE_INDEX
@@ -138,6 +138,7 @@ class UnlearningTrainer(Trainer):
             targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
             peft_config = lora_config(args.lora_r or 8, args.lora_alpha, args.lora_dropout, targets)
         if peft_config is not None:
+            set_seed(args.seed)  # LoRA weights are drawn here, before Trainer seeds: keep runs reproducible
             model = apply_peft(model, peft_config, args.gradient_checkpointing)
         if retain_dataset is not None:
             check_disjoint(forget_dataset, retain_dataset)
