@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "serve": (
+        "hf_unlearn.serving.eco.serve_cli:main",
+        "Serve a model behind its ECO guard: OpenAI-compatible API on vLLM (or transformers).",
+    ),
 }
 
 
