@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "eco-fit": (
+        "hf_unlearn.serving.eco.fit:main",
+        "Fit an ECO guard (prompt classifier + corruption strength) for a model: --model --forget --retain --out.",
+    ),
     "serve": (
         "hf_unlearn.serving.eco.serve_cli:main",
         "Serve a model behind its ECO guard: OpenAI-compatible API on vLLM (or transformers).",

@@ -7,7 +7,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from hf_unlearn.data.forget_retain import PaddingCollator
-from hf_unlearn.data.formats import encode_prompt, tokenize_qa
+from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, tokenize_qa
 from hf_unlearn.evaluation.metrics import mean, rouge_l
 from hf_unlearn.losses import token_log_probs
 
@@ -21,6 +21,9 @@ def score_answers(
     Returns:
         ``exact_match`` ``(N,)`` 1.0 where the argmax prediction equals every answer token (EOS included),
         ``log_prob`` ``(N,)`` summed answer log-probability, ``n_tokens`` ``(N,)`` answer lengths.
+
+    A model with ``accepts_prompt_lengths = True`` (e.g. an ECO ``GuardedModel``, which corrupts prompts only)
+    also receives ``prompt_lengths`` ``(B,)``, the number of prompt tokens at the start of each row.
     """
     was_training = model.training
     model.eval()
@@ -30,7 +33,10 @@ def score_answers(
     rows = [tokenize_qa(tokenizer, q, a) for q, a in zip(questions, answers)]
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None, leave=False):
         batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        extra = {}
+        if getattr(model, "accepts_prompt_lengths", False):
+            extra["prompt_lengths"] = (batch["labels"] != IGNORE_INDEX).int().argmax(-1)  # first answer token
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
         logps, mask = token_log_probs(logits, batch["labels"])  # (B, T-1)
         hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) | ~mask
         em.append(hits.all(-1).float().cpu())
