@@ -321,3 +321,34 @@ def test_serve_command_transformers_backend(memorised_model_dir, guard_dir, prom
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+def test_a_failing_prompt_does_not_fail_its_guard_batch(guard, tokenizer, prompts):
+    """Concurrent prompts are classified in one batch; when the batch fails, each prompt is retried alone."""
+
+    sizes = []
+
+    class FailsOnOnePrompt:  # the real guard, except that it raises for one poisoned prompt
+        def guard_batch(self, batch):
+            sizes.append(len(batch))
+            if [1, 2, 3] in batch:
+                raise RuntimeError("poisoned prompt")
+            return guard.guard_batch(batch)
+
+    server = GuardedServer(None, tokenizer, FailsOnOnePrompt(), NAME, LIMITS)
+    retain_ids = encode_text(tokenizer, prompts["retain"][0][0])
+    forget_ids = encode_text(tokenizer, prompts["forget"][0][0])
+
+    async def three_requests():
+        return await asyncio.gather(
+            server.prepare([retain_ids]),
+            server.prepare([[1, 2, 3]]),
+            server.prepare([forget_ids]),
+            return_exceptions=True,
+        )
+
+    retain, poisoned, forget = asyncio.run(three_requests())
+    assert sizes == [3, 1, 1, 1]  # one batch for the three requests, then one by one
+    assert retain == [({"prompt_token_ids": retain_ids}, False)]
+    assert isinstance(poisoned, RuntimeError)
+    assert forget[0][1] is True and forget[0][0]["prompt_embeds"].shape == (len(forget_ids), 64)
