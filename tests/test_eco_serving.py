@@ -22,7 +22,7 @@ import openai
 import pytest
 import torch
 
-from hf_unlearn.data.formats import encode_text, format_prompt
+from hf_unlearn.data.formats import encode_prompt, encode_text, format_prompt
 from hf_unlearn.serving.eco.engine import GuardedLLM, import_vllm
 from hf_unlearn.serving.eco.fit import fit_classifier
 from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
@@ -31,6 +31,7 @@ from hf_unlearn.serving.eco.serve_cli import ServeArguments, choose_backend
 from hf_unlearn.serving.eco.server import (
     GuardedServer,
     Limits,
+    Sampling,
     VLLMBackend,
     serving_in_thread,
 )
@@ -352,3 +353,19 @@ def test_a_failing_prompt_does_not_fail_its_guard_batch(guard, tokenizer, prompt
     assert retain == [({"prompt_token_ids": retain_ids}, False)]
     assert isinstance(poisoned, RuntimeError)
     assert forget[0][1] is True and forget[0][0]["prompt_embeds"].shape == (len(forget_ids), 64)
+
+
+def test_default_chat_template_renders_the_qa_prompt(tokenizer, small_splits):
+    """The tiny tokenizer has no chat template: one user turn must become exactly the trained QA prompt."""
+    assert not getattr(tokenizer, "chat_template", None)
+    server = GuardedServer(None, tokenizer, None, NAME, LIMITS)
+    question = small_splits["retain"][0]["question"]
+    ids = server.chat_prompt({"messages": [{"role": "user", "content": question}]}, Sampling(max_tokens=8))
+    assert ids == encode_prompt(tokenizer, question)
+    turns = [
+        {"role": "user", "content": "A?"},
+        {"role": "assistant", "content": "B"},
+        {"role": "user", "content": "C?"},
+    ]
+    ids = server.chat_prompt({"messages": turns}, Sampling(max_tokens=8))
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "Question: A?\nAnswer: B\nQuestion: C?\nAnswer:"

@@ -34,13 +34,13 @@ from hf_unlearn.serving.eco.engine import engine_kwargs, engine_prompts, import_
 
 # A single user turn renders exactly like the QA training prompt ("Question: ...\nAnswer:").
 DEFAULT_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'system' -%}{{ message['content'] }}\n"
-    "{%- elif message['role'] == 'user' -%}Question: {{ message['content'] }}\n"
-    "{%- else -%}Answer: {{ message['content'] }}\n"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}Answer:{%- endif -%}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{ message['content'] }}{{ '\\n' }}"
+    "{%- elif message['role'] == 'user' %}Question: {{ message['content'] }}{{ '\\n' }}"
+    "{%- else %}Answer: {{ message['content'] }}{{ '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}Answer:{% endif %}"
 )
 CHAT_ROLES = ("system", "user", "assistant")
 ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
