@@ -210,6 +210,15 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
     assert not torch.allclose(out_forget["prompt_embeds"], clean)
     torch.testing.assert_close(out_ids["prompt_embeds"], out_forget["prompt_embeds"])  # str and ids agree
 
+    # token_selection="subjects": only the forget subject's tokens change
+    guard.config.token_selection = "subjects"
+    subject_mask = subject_token_mask(tok, ids, guard.config.subjects)
+    only_subject = guard.corrupt_embeds(ids, clean.detach())
+    assert 0 < subject_mask.sum() < len(ids)
+    assert torch.equal(only_subject[~subject_mask], clean.detach()[~subject_mask])
+    assert not torch.allclose(only_subject[subject_mask], clean.detach()[subject_mask])
+    guard.config.token_selection = "all"
+
     # teacher-forced scoring corrupts the prompt only (score_answers passes prompt_lengths): same log-prob as
     # the model on [corrupted prompt embeddings, clean answer embeddings]
     row = tokenize_qa(tok, forget[0]["question"], forget[0]["answer"])
