@@ -30,7 +30,11 @@ def answer_text(tokenizer, answer: str) -> str:
 
 def encode_prompt(tokenizer, question: str) -> list[int]:
     """Token ids of the prompt, with the tokenizer's BOS when it uses one (and the chat template adds none)."""
-    text = format_prompt(tokenizer, question)
+    return encode_text(tokenizer, format_prompt(tokenizer, question))
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Token ids of an already formatted prompt, led by the tokenizer's BOS when it has one (added once)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos):

@@ -1,0 +1,195 @@
+"""ECO serving cost: guarded vs unguarded vLLM behind the OpenAI-compatible server, and a loopback load test.
+
+One vLLM async engine serves two apps on 127.0.0.1: the guarded server and the same server without a guard.
+The same request list (default 500 requests, 90 % retain questions / 10 % forget questions, paraphrased, greedy,
+16 concurrent clients using the real ``openai`` async client) goes to each, alternating, for ``--rounds`` rounds.
+Reported per run and as medians over the rounds: throughput (requests/s, generated tokens/s), p50/p95 latency, and
+the guarded/unguarded ratio of median throughputs (target >= 0.90). The guard's decision cache is switched off,
+so every guarded request pays for its classification. Load-test checks on every run: no failed request, every
+request answered exactly once (unique response ids, one answer per request), retain answers identical to the
+unguarded server's, and how many forget prompts the classifier missed / retain prompts it flagged.
+
+    PYTHONPATH=. python benchmarks/eco_vllm.py --model /work/demo-run/full --data /work/demo-run/data \\
+        [--guard GUARD_DIR]      # -> benchmarks/results/eco_vllm.json
+
+Without ``--guard`` a guard is fitted on the data's forget vs retain questions (classifier with the subject
+feature, as ``hf-unlearn eco-fit`` does; default strength: the strength does not change the cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def request_mix(data_dir: Path, tokenizer, n: int, forget_share: float, seed: int) -> list[tuple[str, bool]]:
+    """``n`` (prompt, is_forget) pairs: paraphrased retain / forget questions in the QA prompt format."""
+    from hf_unlearn.data.formats import format_prompt
+    from hf_unlearn.data.loading import load_rows
+
+    rng = random.Random(seed)
+    forget = load_rows(str(data_dir / "forget.jsonl"))["paraphrased_question"]
+    retain = load_rows(str(data_dir / "retain.jsonl"))["paraphrased_question"]
+    n_forget = round(n * forget_share)
+    mix = [(rng.choice(forget), True) for _ in range(n_forget)] + [
+        (rng.choice(retain), False) for _ in range(n - n_forget)
+    ]
+    rng.shuffle(mix)
+    return [(format_prompt(tokenizer, q), is_forget) for q, is_forget in mix]
+
+
+def summary(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k not in ("ids", "responses")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="/work/demo-run/full")
+    parser.add_argument("--tokenizer", default=None)
+    parser.add_argument(
+        "--data", default="/work/demo-run/data", help="Folder with forget.jsonl and retain.jsonl."
+    )
+    parser.add_argument("--guard", default=None, help="Guard directory; fitted on --data when omitted.")
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--forget-share", type=float, default=0.10)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eco_vllm.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from transformers import AutoTokenizer
+
+    from hf_unlearn.data.formats import encode_text
+    from hf_unlearn.data.loading import load_rows
+    from hf_unlearn.io import write_json_atomic
+    from hf_unlearn.serving.eco.classifier import ClassifierConfig
+    from hf_unlearn.serving.eco.fit import fit_classifier
+    from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
+    from hf_unlearn.serving.eco.loadtest import load_test
+    from hf_unlearn.serving.eco.server import GuardedServer, Limits, VLLMBackend, serving_in_thread
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    weight = input_embedding_weight(args.model)
+    t0 = time.perf_counter()
+    if args.guard:
+        guard = ECOGuard.from_pretrained(args.guard, tokenizer, weight)
+    else:  # classifier only (with the subject-mention feature, as eco-fit does); the strength does not change the cost
+        forget = load_rows(str(Path(args.data) / "forget.jsonl"))
+        subjects = sorted(set(forget["subject"]))
+        retain = load_rows(str(Path(args.data) / "retain.jsonl"))
+        classifier = fit_classifier(tokenizer, forget, retain, ClassifierConfig(entities=subjects))
+        guard = ECOGuard(classifier, tokenizer, GuardConfig(subjects=subjects), embedding_weight=weight)
+    guard.cache_size = 0  # every request is classified: no help from the guard's decision cache
+    guard_seconds = time.perf_counter() - t0
+    mix = request_mix(Path(args.data), tokenizer, args.requests, args.forget_share, args.seed)
+    prompts = [p for p, _ in mix]
+
+    # the guard alone, as the server calls it (batches of up to --concurrency prompts, as token ids)
+    ids = [encode_text(tokenizer, p) for p in prompts]
+    t0 = time.perf_counter()
+    for start in range(0, len(ids), args.concurrency):
+        guard.guard_batch(ids[start : start + args.concurrency])
+    guard_ms_per_prompt = 1000 * (time.perf_counter() - t0) / len(ids)
+
+    t0 = time.perf_counter()
+    backend = VLLMBackend.start(args.model, args.tokenizer, max_model_len=512)
+    engine_seconds = time.perf_counter() - t0
+    limits = Limits(max_new_tokens=max(args.max_tokens, 16))
+    servers = {
+        "unguarded": GuardedServer(backend, tokenizer, None, "model", limits),
+        "guarded": GuardedServer(backend, tokenizer, guard, "model", limits),
+    }
+    runs: dict[str, list[dict]] = {"unguarded": [], "guarded": []}
+    try:
+        with serving_in_thread([s.app() for s in servers.values()]) as addresses:
+            urls = dict(zip(servers, addresses))
+            for url in urls.values():  # warm-up: first requests pay one-off costs (classifier, caches)
+                asyncio.run(load_test(url, "model", prompts[:64], args.concurrency, args.max_tokens))
+            for round_ in range(args.rounds):  # ABBA order: neither variant always runs first
+                for name, url in list(urls.items())[:: 1 if round_ % 2 == 0 else -1]:
+                    runs[name].append(
+                        asyncio.run(load_test(url, "model", prompts, args.concurrency, args.max_tokens))
+                    )
+    finally:
+        backend.shutdown()
+
+    # load-test accounting, on every run
+    checks = {
+        "failed_requests": 0,
+        "duplicate_ids": 0,
+        "unanswered": 0,
+        "retain_mismatches": 0,
+        "forget_flag_misses": 0,
+        "retain_flagged": 0,
+    }
+    reference = runs["unguarded"][0]["responses"]
+    for name, name_runs in runs.items():
+        for run in name_runs:
+            checks["failed_requests"] += run["failed"]
+            checks["duplicate_ids"] += len(run["ids"]) - len(set(run["ids"]))
+            checks["unanswered"] += sum(r is None for r in run["responses"])
+            if name != "guarded":
+                continue
+            for (_, is_forget), got, ref in zip(mix, run["responses"], reference):
+                if got is None or ref is None:
+                    continue
+                if is_forget:
+                    checks["forget_flag_misses"] += not got["guarded"]
+                else:
+                    checks["retain_flagged"] += got["guarded"]
+                    checks["retain_mismatches"] += (not got["guarded"]) and got["text"] != ref["text"]
+    median = {
+        name: {
+            key: statistics.median(r[key] for r in name_runs)
+            for key in ("requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms")
+        }
+        for name, name_runs in runs.items()
+    }
+    result = {
+        "model": args.model,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "forget_share": args.forget_share,
+        "max_tokens": args.max_tokens,
+        "rounds": args.rounds,
+        "guard_setup_s": round(guard_seconds, 1),
+        "engine_start_s": round(engine_seconds, 1),
+        "guard_ms_per_prompt_alone": round(guard_ms_per_prompt, 2),
+        "runs": {name: [summary(r) for r in name_runs] for name, name_runs in runs.items()},
+        "median_over_rounds": median,
+        "throughput_ratio_guarded_over_unguarded": median["guarded"]["requests_per_s"]
+        / median["unguarded"]["requests_per_s"],
+        "target_ratio": 0.90,
+        "checks": checks,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, result)
+    for name, name_runs in runs.items():
+        for r in name_runs:
+            print(
+                f"{name:>9}: {r['requests_per_s']:.1f} req/s, {r['tokens_per_s']:.0f} tok/s, p50 {r['latency_p50_ms']:.0f} ms, p95 {r['latency_p95_ms']:.0f} ms, failed {r['failed']}"
+            )
+    print(
+        f"guarded/unguarded throughput: {result['throughput_ratio_guarded_over_unguarded']:.3f}; checks: {checks}"
+    )
+    print(f"guard alone: {guard_ms_per_prompt:.1f} ms per prompt (batches of {args.concurrency})")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
