@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "dp-train": (
+        "hf_unlearn.dp2_cli:dp_train_main",
+        "DP2Unlearning's DP stage: DP-SGD (record- or subject-level) with the spent epsilon saved.",
+    ),
 }
 
 

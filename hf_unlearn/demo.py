@@ -36,7 +36,9 @@ EVAL_SPLITS = ("forget", "retain", "holdout")
 # It unlearns data["forget"] (+ "forget_text") from the full model, saves what it made under out_dir, and
 # returns the model to score (anything the QA scorers can call like a causal LM) and extra result keys;
 # a "seconds" key there reports the unlearning wall time itself (else the call is timed).
-DEMO_METHODS: dict[str, str] = {}
+DEMO_METHODS: dict[str, str] = {
+    "dp2": "hf_unlearn.trainer.dp2_trainer:demo_dp2",
+}
 
 
 def build_tokenizer(data: DatasetDict, out_dir: Path):

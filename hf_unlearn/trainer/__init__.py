@@ -1,0 +1,1 @@
+"""Unlearning trainers: one config/trainer pair per method."""
