@@ -100,10 +100,12 @@ def unlearn_main(argv: list[str] | None = None) -> int:
             "hf-unlearn unlearn dp2: pass the data to keep with --retain_files/--retain_text_files."
         )
     load = lambda sources: [load_rows(s, script.dataset_config, script.dataset_split) for s in sources]  # noqa: E731
-    forget = concatenate_datasets(load(script.forget_files) + load(script.forget_text_files))
+    forget_sets = load(script.forget_files) + load(script.forget_text_files)
     retain_qa, retain_text = load(script.retain_files), load(script.retain_text_files)
-    for ds in [*retain_qa, *retain_text]:
-        check_disjoint(forget, ds)
+    for forget_part in forget_sets:
+        for keep in [*retain_qa, *retain_text]:
+            check_disjoint(forget_part, keep)
+    forget = concatenate_datasets(forget_sets)
     requests = read_json(script.previous_deletion)["requests"] if script.previous_deletion else []
     requests.append(request_fingerprint(forget, script.subject_column))
     _, record = unlearn_from_dp_base(script.dp_model, args, retain_qa, retain_text, requests)

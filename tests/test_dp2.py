@@ -208,3 +208,64 @@ def test_dp_stage_then_sequential_deletions(small_splits, tiny_tokenizer, tmp_pa
     with pytest.raises(ValueError, match="matches nothing"):
         trainer.unlearn(small_splits["forget"])
     assert math.isfinite(second["training"]["train_loss"])
+
+
+def _write_jsonl(splits, names, folder):
+    for name in names:
+        splits[name].to_json(folder / f"{name}.jsonl")
+    return [str(folder / f"{name}.jsonl") for name in names]
+
+
+def test_cli_dp_train_then_unlearn_dp2(small_splits, tmp_path, capsys):
+    from hf_unlearn.cli import main as cli_main
+    from hf_unlearn.dp2_cli import unlearn_main
+
+    forget, retain, forget_text, retain_text = _write_jsonl(
+        small_splits, ["forget", "retain", "forget_text", "retain_text"], tmp_path
+    )
+    quiet = ["--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none"]
+    base = tmp_path / "dp_base"
+    cli_main(
+        ["dp-train", "--tiny", "--qa_files", forget, retain, "--text_files", forget_text, retain_text,
+         "--privacy_unit", "subject", "--dp_epochs", "1", "--dp_batch_size", "5", "--target_epsilon", "3",
+         "--target_delta", "1e-3", "--output_dir", str(base), *quiet]
+    )  # fmt: skip
+    privacy = json.loads((base / PRIVACY_FILE).read_text())
+    assert privacy["n_units"] == 20 and privacy["epsilon"] <= 3 + 1e-6 and privacy["target_epsilon"] == 3
+    assert "epsilon 3" in capsys.readouterr().out
+
+    out = tmp_path / "unlearned"
+    common = ["--dp_model", str(base), "--forget_files", forget, "--forget_text_files", forget_text]
+    unlearn_main(
+        [*common, "--retain_files", retain, "--retain_text_files", retain_text, "--num_train_epochs", "1",
+         "--output_dir", str(out), *quiet]
+    )  # fmt: skip
+    record = json.loads((out / DELETION_FILE).read_text())
+    request = concatenate_datasets([small_splits["forget"], small_splits["forget_text"]])
+    assert record["requests"] == [request_fingerprint(request)]
+    assert record["privacy"]["epsilon"] == pytest.approx(privacy["epsilon"]) and record["retain_rows"] == 162
+    with pytest.raises(ValueError, match="share 2 subject"):  # the retain data must not hold the request
+        unlearn_main([*common, "--retain_files", forget, "--output_dir", str(tmp_path / "x"), *quiet])
+    with pytest.raises(ValueError, match="not a model from the DP stage"):
+        unlearn_main(
+            ["--dp_model", str(out), "--forget_files", forget, "--retain_files", retain,
+             "--output_dir", str(tmp_path / "y"), *quiet]
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (["dp-train", "--help"], ["--privacy_unit", "--target_epsilon", "--dp_max_grad_norm", "--dp_lora_r"]),
+        (None, ["--dp_model", "--forget_files", "--retain_files", "--previous_deletion", "--learning_rate"]),
+    ],
+)
+def test_cli_help_documents_options(argv, options, capsys):
+    from hf_unlearn.cli import main as cli_main
+    from hf_unlearn.dp2_cli import unlearn_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv) if argv else unlearn_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(option in out for option in options)
