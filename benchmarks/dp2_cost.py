@@ -140,7 +140,9 @@ def main() -> None:
                 "n_units": privacy["n_units"],
                 "noise_multiplier": privacy["noise_multiplier"],
                 "dp_seconds": privacy["seconds"],
+                "dp_cpu_seconds": privacy.get("cpu_seconds"),
                 "seconds": deletion["training"]["seconds"],
+                "cpu_seconds": deletion["training"].get("cpu_seconds"),
                 "epochs": deletion["training"]["epochs"],
             }
             model = load_model_and_tokenizer(str(out / "request-1"))[0]

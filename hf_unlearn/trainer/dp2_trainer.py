@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -303,15 +304,16 @@ def train_dp_base(
         model = _with_lora(model, args.dp_lora_r)
     dp = make_private(model, tokenizer, args, units)
     model.train()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     losses = []
     for epoch in range(args.dp_epochs):
         epoch_losses = [
             dp_step(model, dp.optimizer, batch, dp.params, args.dp_physical_batch_rows) for batch in dp.loader
         ]
-        losses.append(sum(x for x in epoch_losses if x == x) / max(1, sum(x == x for x in epoch_losses)))
+        drawn = [x for x in epoch_losses if not math.isnan(x)]  # steps that sampled at least one unit
+        losses.append(sum(drawn) / max(1, len(drawn)))
         logger.info("DP epoch %d: mean record loss %.3f", epoch + 1, losses[-1])
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     dp.hooks.cleanup()
     if args.dp_lora_r > 0:
         model = model.merge_and_unload()
@@ -338,6 +340,7 @@ def train_dp_base(
         "lora_r": args.dp_lora_r,
         "target_epsilon": None if args.dp_noise_multiplier is not None else args.target_epsilon,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "epoch_losses": losses,
     }
     model.save_pretrained(out)
@@ -411,7 +414,9 @@ def unlearn_from_dp_base(
         )
     privacy = read_json(base / PRIVACY_FILE)
     model, tokenizer = load_model_and_tokenizer(str(base))
+    cpu_start = time.process_time()
     summary = train_lm(model, tokenizer, args, list(retain_qa), list(retain_text))
+    summary["cpu_seconds"] = time.process_time() - cpu_start  # unlike wall time, not inflated by other jobs
     record = {
         "method": "dp2",
         "dp_model": str(base),
@@ -542,7 +547,8 @@ def dp2_on_splits(model, tokenizer, args: DP2Config, data) -> tuple[object, dict
 
     Returns:
         The unlearned model and the demo's extra keys: ``epsilon``, ``delta``, ``privacy_unit``, ``n_units``,
-        ``dp_seconds`` (DP stage, paid once), ``seconds`` (deletion stage, paid per request), ``epochs``.
+        ``dp_seconds`` (DP stage, paid once), ``seconds`` (deletion stage, paid per request), their CPU times
+        ``dp_cpu_seconds`` and ``cpu_seconds``, and ``epochs`` (deletion stage; the gold model's cost unit).
     """
     trainer = DP2Trainer(
         model,
@@ -559,7 +565,9 @@ def dp2_on_splits(model, tokenizer, args: DP2Config, data) -> tuple[object, dict
         "privacy_unit": privacy["privacy_unit"],
         "n_units": privacy["n_units"],
         "dp_seconds": privacy["seconds"],
+        "dp_cpu_seconds": privacy["cpu_seconds"],
         "seconds": record["training"]["seconds"],
+        "cpu_seconds": record["training"]["cpu_seconds"],
         "epochs": record["training"]["epochs"],
     }
     return model, extra
