@@ -9,6 +9,7 @@ Needs a finished ``hf-unlearn demo`` directory (tokenizer, gold model, results.j
   the "pretrained model" of the DP2Unlearning paper.
 - ``retrain_public``: the fair gold when a public model exists: fine-tune ``public`` on retain people.
 - ``dp2_public``: DP fine-tune ``public`` on forget + retain (subject-level, epsilon 8), then retain fine-tune.
+- ``gold_rerun``: the demo's gold retrain again, to measure its CPU seconds (wall time here depends on load).
 
 Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo-dir /work/demo-run --work /tmp/dp2-bench``; writes
 ``benchmarks/results/dp2_cost.json``. Finished arms in ``--work`` are reused.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -51,11 +53,13 @@ def trained(out: Path, model_fn, tokenizer, qa, text, seed: int) -> dict:
         args = TrainConfig(
             output_dir=str(out), seed=seed, save_strategy="no", disable_tqdm=True, logging_steps=1000
         )
-        train_lm(model_fn(), tokenizer, args, qa, text)
+        cpu_start = time.process_time()
+        summary = train_lm(model_fn(), tokenizer, args, qa, text)
+        write_json_atomic(out / SUMMARY_FILE, {**summary, "cpu_seconds": time.process_time() - cpu_start})
     return read_json(out / SUMMARY_FILE)
 
 
-def dp2(out: Path, model_fn, tokenizer, data, seed: int, dp_epochs: int, epsilon: float) -> tuple[dict, dict]:
+def dp2(out: Path, model_fn, tokenizer, data, seed: int, dp_epochs: int, epsilon: float, dp_lr: float):
     request = out / "request-1"
     if not (request / DELETION_FILE).exists():
         args = DP2Config(
@@ -63,6 +67,7 @@ def dp2(out: Path, model_fn, tokenizer, data, seed: int, dp_epochs: int, epsilon
             seed=seed,
             dp_epochs=dp_epochs,
             target_epsilon=epsilon,
+            dp_learning_rate=dp_lr,
             save_strategy="no",
             disable_tqdm=True,
             logging_steps=1000,
@@ -81,6 +86,9 @@ def main() -> None:
     parser.add_argument("--public-seed", type=int, default=1)
     parser.add_argument("--dp-epochs", type=int, default=3)
     parser.add_argument("--epsilon", type=float, default=8.0)
+    parser.add_argument(
+        "--dp-learning-rate", type=float, default=5e-3, help="DP stage lr (not 5e-3: own arm key)"
+    )
     parser.add_argument(
         "--arms", nargs="*", default=["dp2_scratch", "public", "retrain_public", "dp2_public"]
     )
@@ -110,7 +118,12 @@ def main() -> None:
         "public_seed": args.public_seed,
     }
     for arm in args.arms:
-        out = args.work / arm
+        key = (
+            arm
+            if args.dp_learning_rate == 5e-3 or not arm.startswith("dp2")
+            else f"{arm}_dp_lr{args.dp_learning_rate:g}"
+        )
+        out = args.work / key
         if arm == "public":
             qa, text = other_people(data, args.public_seed)
             summary = trained(out, scratch, tokenizer, [qa], [text], args.seed)
@@ -120,9 +133,10 @@ def main() -> None:
                 "people": len(set(qa["subject"])),
             }
             model = load_model_and_tokenizer(str(out))[0]
-        elif arm == "retrain_public":
-            summary = trained(out, public, tokenizer, [data["retain"]], [data["retain_text"]], args.seed)
-            row = {"seconds": summary["seconds"], "epochs": summary["epochs"]}
+        elif arm in ("retrain_public", "gold_rerun"):
+            init = public if arm == "retrain_public" else scratch
+            summary = trained(out, init, tokenizer, [data["retain"]], [data["retain_text"]], args.seed)
+            row = {k: summary.get(k) for k in ("seconds", "cpu_seconds", "epochs")}
             model = load_model_and_tokenizer(str(out))[0]
         else:
             privacy, deletion = dp2(
@@ -133,6 +147,7 @@ def main() -> None:
                 args.seed,
                 args.dp_epochs,
                 args.epsilon,
+                args.dp_learning_rate,
             )
             row = {
                 "epsilon": privacy["epsilon"],
@@ -147,9 +162,9 @@ def main() -> None:
             }
             model = load_model_and_tokenizer(str(out / "request-1"))[0]
         row.update(evaluate_row(model, tokenizer, data))
-        results[arm] = row
+        results[key] = row
         write_json_atomic(RESULTS, results)
-        logging.info("%s: %s", arm, row)
+        logging.info("%s: %s", key, row)
 
 
 if __name__ == "__main__":

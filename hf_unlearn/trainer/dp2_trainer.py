@@ -230,6 +230,7 @@ def make_private(model, tokenizer, args: DP2Config, units: list[list[list[int]]]
     from opacus import PrivacyEngine
 
     check_dp_settings(args, len(units))
+    model.train()  # opacus validates (and DP-SGD runs) in training mode; from_pretrained returns eval mode
     _check_wrappable(model)
     params = [p for p in model.parameters() if p.requires_grad]
     loader = DataLoader(
@@ -303,7 +304,6 @@ def train_dp_base(
     if args.dp_lora_r > 0:
         model = _with_lora(model, args.dp_lora_r)
     dp = make_private(model, tokenizer, args, units)
-    model.train()
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = []
     for epoch in range(args.dp_epochs):
@@ -482,8 +482,8 @@ class DP2Trainer:
             ``args.output_dir/request-<k>``).
 
         Raises:
-            ValueError: the DP stage has not run, or the request names subjects/rows not in the training data
-                (their removal is not covered by the DP model's guarantee).
+            ValueError: the DP stage has not run, or the request matches nothing left in the training data
+                (never trained on, so not covered by the DP model's guarantee, or already forgotten).
         """
         if not (self.base_dir / PRIVACY_FILE).exists():
             raise ValueError(f"No DP model in {self.base_dir}; call train_dp_base() before unlearn().")
