@@ -269,3 +269,17 @@ def test_cli_help_documents_options(argv, options, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert all(option in out for option in options)
+
+
+def test_dp_stage_accepts_a_model_loaded_in_eval_mode(small_splits, tiny_tokenizer, tmp_path):
+    from hf_unlearn.models import load_model_and_tokenizer
+
+    build_tiny_llama(tiny_tokenizer).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    model, tokenizer = load_model_and_tokenizer(str(tmp_path))  # from_pretrained returns eval mode
+    assert not model.training
+    units = privacy_units(tokenizer, [small_splits["forget"]], [small_splits["forget_text"]])
+    args = DP2Config(output_dir="unused", dp_batch_size=1, target_delta=1e-3, **QUIET)
+    dp = make_private(model, tokenizer, args, units)
+    assert model.training and dp.noise_multiplier > 0 and dp.sample_rate == 0.5
+    dp.hooks.cleanup()
