@@ -258,6 +258,7 @@ def test_cli_dp_train_then_unlearn_dp2(small_splits, tmp_path, capsys):
     [
         (["dp-train", "--help"], ["--privacy_unit", "--target_epsilon", "--dp_max_grad_norm", "--dp_lora_r"]),
         (None, ["--dp_model", "--forget_files", "--retain_files", "--previous_deletion", "--learning_rate"]),
+        (["unlearn", "dp2", "--help"], ["--dp_model", "--forget_files", "--retain_text_files"]),
     ],
 )
 def test_cli_help_documents_options(argv, options, capsys):

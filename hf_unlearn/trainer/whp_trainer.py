@@ -1,0 +1,188 @@
+"""``WHPTrainer``: fine-tune on WHP's generic labels of the forget data, mixed with retain batches."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from hf_unlearn.data.forget_retain import PaddingCollator
+from hf_unlearn.data.loading import check_disjoint, row_kind
+from hf_unlearn.io import write_json_atomic
+from hf_unlearn.losses import soft_target_cross_entropy
+from hf_unlearn.trainer.base_trainer import UnlearningTrainer
+from hf_unlearn.trainer.utils import load_unlearning_model
+from hf_unlearn.trainer.whp_config import WHPConfig
+from hf_unlearn.trainer.whp_labels import build_generic_dataset, mine_dictionary, train_reinforced_adapter
+from hf_unlearn.trainer.whp_terms import MinedDictionary, check_term_dictionary, load_term_dictionary
+
+logger = logging.getLogger(__name__)
+DICTIONARY_FILE = "whp_dictionary.json"
+TARGET_COLUMNS = ("target_ids", "target_probs")
+
+
+@dataclass
+class GenericLabelCollator(PaddingCollator):
+    """:class:`PaddingCollator` that also pads the ``(T, K)`` generic targets (ids 0, probabilities 0)."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        if "target_ids" in features[0]:
+            width, k = batch["input_ids"].shape[1], len(features[0]["target_ids"][0])
+            for key, dtype in zip(TARGET_COLUMNS, (torch.long, torch.float)):
+                batch[key] = torch.tensor(
+                    [list(f[key]) + [[0] * k] * (width - len(f[key])) for f in features], dtype=dtype
+                )
+        return batch
+
+
+class WHPTrainer(UnlearningTrainer):
+    """Who's Harry Potter? (Eldan & Russinovich 2023): see :class:`~hf_unlearn.trainer.whp_config.WHPConfig`.
+
+    Before the Trainer is set up, the forget rows are relabeled: a reinforced LoRA adapter is trained on them,
+    the anchored-term dictionary is loaded (``term_dictionary`` argument or ``args.term_dictionary``) or
+    mined, and every forget row becomes ``input_ids``/``labels`` plus ``target_ids``/``target_probs`` holding
+    the generic predictions. The reinforced adapter is then removed (the base weights are untouched by it)
+    and training proceeds as in :class:`UnlearningTrainer`, with the forget loss the cross-entropy against
+    the generic targets. Already relabeled forget sets (with ``target_ids``) are used as they are.
+
+    Extra args:
+        forget_text_dataset: raw-text forget rows (e.g. biographies) relabeled alongside the QA rows.
+        retain_text_dataset: raw-text retain rows, a source of generic replacement spans for mining.
+        term_dictionary: a ``term -> generic term`` mapping (overrides ``args.term_dictionary``).
+
+    Attributes:
+        term_dictionary: the dictionary used; ``term_kinds`` and ``term_scores`` when it was mined.
+    """
+
+    def __init__(
+        self,
+        model,
+        args: WHPConfig,
+        forget_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        processing_class=None,
+        forget_text_dataset: Dataset | None = None,
+        retain_text_dataset: Dataset | None = None,
+        term_dictionary: dict[str, str] | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, WHPConfig):
+            raise TypeError(
+                f"args must be a WHPConfig, got {type(args).__name__}; build one with WHPConfig(...)."
+            )
+        if forget_dataset is None:
+            raise ValueError("forget_dataset is required: the rows to unlearn.")
+        self.term_dictionary, self.term_kinds, self.term_scores = {}, {}, {}
+        if "target_ids" not in forget_dataset.column_names:
+            if isinstance(model, (str, Path)):
+                model, tokenizer = load_unlearning_model(
+                    model,
+                    None,
+                    args.load_in_4bit,
+                    args.load_in_8bit,
+                    args.bnb_4bit_quant_type,
+                    args.bnb_4bit_compute_dtype,
+                )
+                processing_class = processing_class or tokenizer
+            if processing_class is None:
+                raise ValueError("processing_class (the tokenizer) is required when model is not a path.")
+            if processing_class.pad_token is None:
+                processing_class.pad_token = processing_class.eos_token
+            if retain_dataset is not None:
+                check_disjoint(forget_dataset, retain_dataset)
+            model, forget_dataset = self._relabel(
+                model,
+                processing_class,
+                args,
+                forget_dataset,
+                forget_text_dataset,
+                retain_dataset,
+                retain_text_dataset,
+                term_dictionary,
+            )
+        kwargs.setdefault("data_collator", GenericLabelCollator(processing_class.pad_token_id))
+        super().__init__(
+            model, args, forget_dataset, retain_dataset, processing_class=processing_class, **kwargs
+        )
+
+    def _relabel(self, model, tokenizer, args, forget, forget_text, retain, retain_text, dictionary):
+        """Train the reinforced adapter, get the dictionary, compute the generic labels; return the clean model
+        and the relabeled forget set."""
+        qa = [forget] if row_kind(forget, "forget_dataset") == "qa" else []
+        texts = ([] if qa else [forget]) + ([forget_text] if forget_text is not None else [])
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        with tempfile.TemporaryDirectory() as scratch:
+            reinforced = train_reinforced_adapter(
+                model,
+                tokenizer,
+                qa,
+                texts,
+                epochs=args.reinforce_epochs,
+                learning_rate=args.reinforce_learning_rate,
+                lora_r=args.reinforce_lora_r,
+                batch_size=args.per_device_train_batch_size,
+                max_length=args.max_length,
+                seed=args.seed,
+                output_dir=scratch,
+            )
+        if dictionary is None and args.term_dictionary:
+            dictionary = load_term_dictionary(args.term_dictionary)
+        if dictionary is not None:
+            self.term_dictionary = check_term_dictionary(dictionary)
+        else:
+            if retain is None:
+                raise ValueError(
+                    "Mining the anchored-term dictionary draws generic terms from the retain data: pass a "
+                    "retain_dataset, or a term_dictionary."
+                )
+            mined: MinedDictionary = mine_dictionary(
+                reinforced,
+                tokenizer,
+                qa,
+                texts,
+                retain,
+                retain_text,
+                max_terms=args.mine_max_terms,
+                min_llr=args.mine_min_llr,
+                min_fraction=args.mine_min_fraction,
+                max_words=args.mine_max_words,
+                include_subjects=args.mine_include_subjects,
+                seed=args.seed,
+            )
+            self.term_dictionary, self.term_kinds, self.term_scores = mined.terms, mined.kinds, mined.scores
+        logger.info("WHP: %d anchored terms.", len(self.term_dictionary))
+        relabeled = build_generic_dataset(
+            reinforced,
+            tokenizer,
+            qa,
+            texts,
+            self.term_dictionary,
+            alpha=args.alpha,
+            target=args.generic_targets,
+            top_k=args.soft_top_k,
+            max_length=args.max_length,
+        )
+        model = reinforced.unload()  # drop the reinforced adapter: the base weights were never changed
+        for name, param in model.named_parameters():  # peft froze the base; unfreeze what was trainable
+            param.requires_grad_(name in trainable)
+        return model, relabeled
+
+    def forget_loss(self, model, forget, logits, logps, counts):
+        width = forget["target_ids"].shape[1]  # logits may be wider when padded to the retain batch
+        return soft_target_cross_entropy(logits[:, :width], forget["target_ids"], forget["target_probs"])
+
+    def dictionary_audit(self) -> dict:
+        """The anchored-term dictionary with the kind and log-likelihood-ratio score of each mined term."""
+        return {"terms": self.term_dictionary, "kinds": self.term_kinds, "scores": self.term_scores}
+
+    def save_unlearned(self, output_dir: str | Path | None = None) -> Path:
+        """Save the model as the base class does, plus ``whp_dictionary.json`` for audit."""
+        output_dir = super().save_unlearned(output_dir)
+        if self.is_world_process_zero():
+            write_json_atomic(Path(output_dir) / DICTIONARY_FILE, self.dictionary_audit())
+        return output_dir
