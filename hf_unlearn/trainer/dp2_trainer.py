@@ -528,12 +528,14 @@ def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(full_model_dir)
+    people = len(set(data["forget"]["subject"]) | set(data["retain"]["subject"]))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(full_model_dir))
     args = DP2Config(
         output_dir=str(out_dir),
         seed=seed,
         dp_epochs=DEMO_DP_EPOCHS,
+        dp_batch_size=max(1, min(32, people // 4)),  # 32 of the default 200 people; 5 of a 20-person demo
         num_train_epochs=DEMO_RETAIN_EPOCHS,
         save_strategy="no",
         disable_tqdm=True,
