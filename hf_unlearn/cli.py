@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.eval_cli:main",
         "Score models against the retrained model: TOFU / MUSE metrics, probes, report and plots.",
     ),
+    "dp-train": (
+        "hf_unlearn.dp2_cli:dp_train_main",
+        "DP2Unlearning's DP stage: DP-SGD (record- or subject-level) with the spent epsilon saved.",
+    ),
     "serve": (
         "hf_unlearn.serving.eco.serve_cli:main",
         "Serve a model behind its ECO guard: OpenAI-compatible API on vLLM (or transformers).",

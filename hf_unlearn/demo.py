@@ -48,6 +48,7 @@ DEMO_METHODS: dict[str, str] = {
     "simnpo": "hf_unlearn.trainer.demo_methods:simnpo",
     "whp": "hf_unlearn.trainer.whp_demo:whp",
     "eco": "hf_unlearn.serving.eco.fit:eco_demo",
+    "dp2": "hf_unlearn.trainer.dp2_trainer:demo_dp2",
 }
 
 

@@ -88,26 +88,32 @@ def build_model_and_tokenizer(script: TrainScriptArguments, corpus: list[str], s
     return model, tokenizer
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = dataclass_parser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
-    script, args = parser.parse_args_and_config(args=argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+def load_training_data(script: TrainScriptArguments, prog: str = "hf-unlearn train"):
+    """Load ``script``'s QA and text sources, check their columns, and return them with the tokenizer corpus.
+
+    Raises:
+        SystemExit: no data, or a source whose columns do not fit its option.
+    """
     if not script.qa_files and not script.text_files:
-        raise SystemExit("hf-unlearn train: no data given; pass --qa_files and/or --text_files.")
+        raise SystemExit(f"{prog}: no data given; pass --qa_files and/or --text_files.")
     qa_sets = [load_rows(s, script.dataset_config, script.dataset_split) for s in script.qa_files]
     text_sets = [load_rows(s, script.dataset_config, script.dataset_split) for s in script.text_files]
     for source, ds in zip(script.qa_files, qa_sets):
         if row_kind(ds, source) != "qa":
-            raise SystemExit(
-                f"hf-unlearn train: {source!r} has no question/answer columns; pass it with --text_files."
-            )
+            raise SystemExit(f"{prog}: {source!r} has no question/answer columns; pass it with --text_files.")
     for source, ds in zip(script.text_files, text_sets):
         if "text" not in ds.column_names:
-            raise SystemExit(
-                f"hf-unlearn train: {source!r} has no 'text' column; pass QA data with --qa_files."
-            )
+            raise SystemExit(f"{prog}: {source!r} has no 'text' column; pass QA data with --qa_files.")
     corpus = [f"{q} {a}" for ds in qa_sets for q, a in zip(ds["question"], ds["answer"])]
     corpus += [t for ds in text_sets for t in ds["text"]]
+    return qa_sets, text_sets, corpus
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dataclass_parser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
+    script, args = parser.parse_args_and_config(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    qa_sets, text_sets, corpus = load_training_data(script)
     model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
     summary = train_lm(
         model, tokenizer, args, qa_sets, text_sets, resume_from_checkpoint=args.resume_from_checkpoint

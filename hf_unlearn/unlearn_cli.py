@@ -37,6 +37,9 @@ METHODS: dict[str, tuple[str, str]] = {
     "whp": ("hf_unlearn.trainer.whp_config:WHPConfig", "hf_unlearn.trainer.whp_trainer:WHPTrainer"),
 }
 
+# Methods that are pipelines of their own rather than an UnlearningTrainer: name -> "module:main(argv)".
+PIPELINES: dict[str, str] = {"dp2": "hf_unlearn.dp2_cli:unlearn_main"}
+
 
 @dataclass
 class UnlearnScriptArguments:
@@ -152,9 +155,12 @@ def _method_from_config(argv: list[str]) -> str | None:
 
 def usage() -> str:
     return (
-        "usage: hf-unlearn unlearn {" + ",".join(METHODS) + "} --model DIR --forget PATH [--retain PATH] "
+        "usage: hf-unlearn unlearn {"
+        + ",".join([*METHODS, *PIPELINES])
+        + "} --model DIR --forget PATH [--retain PATH] "
         "--output-dir DIR [--config file.yaml] [--regularizer none|gdr|klr] [--lora-r N] [--load-in-4bit] "
-        "[--merge] [...]\n\nRun 'hf-unlearn unlearn <method> --help' for every option of a method."
+        "[--merge] [...]\n(dp2 takes its own options: --dp_model, --forget_files, --retain_files, ...)\n\n"
+        "Run 'hf-unlearn unlearn <method> --help' for every option of a method."
     )
 
 
@@ -174,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     if method is None:
         print(usage(), file=sys.stdout if any(a in ("-h", "--help") for a in argv) else sys.stderr)
         return 0 if any(a in ("-h", "--help") for a in argv) else 2
+    if method in PIPELINES:
+        module, function = PIPELINES[method].split(":")
+        return getattr(importlib.import_module(module), function)(rest) or 0
     if method not in METHODS:
         print(
-            f"hf-unlearn unlearn: unknown method {method!r}; choose one of {sorted(METHODS)}.",
+            f"hf-unlearn unlearn: unknown method {method!r}; choose one of {sorted([*METHODS, *PIPELINES])}.",
             file=sys.stderr,
         )
         return 2

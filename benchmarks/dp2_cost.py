@@ -1,0 +1,171 @@
+"""DP2Unlearning on the embedded default: forget/retain EM and cost against retraining.
+
+Needs a finished ``hf-unlearn demo`` directory (tokenizer, gold model, results.json). Arms, all on the demo's
+200 people (20 to forget), scored on forget / retain / holdout exact match:
+
+- ``dp2_scratch``: DP stage from scratch (subject-level, epsilon 8), deletion stage = retain fine-tune with the
+  gold model's early stopping (no epoch cap), so its cost is directly comparable to the gold retrain.
+- ``public``: a model trained (non-privately) on 200 *other* people (a disjoint population, another seed) —
+  the "pretrained model" of the DP2Unlearning paper.
+- ``retrain_public``: the fair gold when a public model exists: fine-tune ``public`` on retain people.
+- ``dp2_public``: DP fine-tune ``public`` on forget + retain (subject-level, epsilon 8), then retain fine-tune.
+- ``gold_rerun``: the demo's gold retrain again, to measure its CPU seconds (wall time here depends on load).
+
+Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo-dir /work/demo-run --work /tmp/dp2-bench``; writes
+``benchmarks/results/dp2_cost.json``. Finished arms in ``--work`` are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+from datasets import concatenate_datasets
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from hf_unlearn.data.synthetic import synthetic_splits
+from hf_unlearn.demo import evaluate_row
+from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.models import load_model_and_tokenizer
+from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
+from hf_unlearn.trainer.dp2_config import DP2Config
+from hf_unlearn.trainer.dp2_trainer import DELETION_FILE, PRIVACY_FILE, dp2_on_splits
+
+RESULTS = Path(__file__).parent / "results" / "dp2_cost.json"
+
+
+def other_people(data, seed: int):
+    """200 people from another seed, minus anyone whose name or bio collides with the demo population."""
+    taken = {s for split in ("forget", "retain", "holdout") for s in data[split]["subject"]}
+    other = synthetic_splits(n_people=200, n_holdout=1, forget_pct=10, seed=seed)
+    keep = lambda ds: ds.filter(lambda r: r["subject"] not in taken)  # noqa: E731
+    qa = keep(concatenate_datasets([other["forget"], other["retain"]]))
+    text = keep(concatenate_datasets([other["forget_text"], other["retain_text"]]))
+    return qa, text
+
+
+def trained(out: Path, model_fn, tokenizer, qa, text, seed: int) -> dict:
+    """Train with the gold model's settings (TrainConfig defaults, early stopping), or reuse."""
+    if not (out / SUMMARY_FILE).exists():
+        args = TrainConfig(
+            output_dir=str(out), seed=seed, save_strategy="no", disable_tqdm=True, logging_steps=1000
+        )
+        cpu_start = time.process_time()
+        summary = train_lm(model_fn(), tokenizer, args, qa, text)
+        write_json_atomic(out / SUMMARY_FILE, {**summary, "cpu_seconds": time.process_time() - cpu_start})
+    return read_json(out / SUMMARY_FILE)
+
+
+def dp2(out: Path, model_fn, tokenizer, data, seed: int, dp_epochs: int, epsilon: float, dp_lr: float):
+    request = out / "request-1"
+    if not (request / DELETION_FILE).exists():
+        args = DP2Config(
+            output_dir=str(out),
+            seed=seed,
+            dp_epochs=dp_epochs,
+            target_epsilon=epsilon,
+            dp_learning_rate=dp_lr,
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=1000,
+        )
+        dp2_on_splits(model_fn(), tokenizer, args, data)
+    return read_json(out / "dp_base" / PRIVACY_FILE), read_json(request / DELETION_FILE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--demo-dir", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--public-seed", type=int, default=1)
+    parser.add_argument("--dp-epochs", type=int, default=3)
+    parser.add_argument("--epsilon", type=float, default=8.0)
+    parser.add_argument(
+        "--dp-learning-rate", type=float, default=5e-3, help="DP stage lr (not 5e-3: own arm key)"
+    )
+    parser.add_argument(
+        "--arms", nargs="*", default=["dp2_scratch", "public", "retrain_public", "dp2_public"]
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    demo = read_json(args.demo_dir / "results.json")
+    cfg = demo["config"]
+    data = synthetic_splits(cfg["n_people"], cfg["n_holdout"], cfg["forget_pct"], cfg["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(args.demo_dir / "tokenizer")
+    config = AutoConfig.from_pretrained(args.demo_dir / "full")
+
+    def scratch():
+        torch.manual_seed(args.seed)
+        return AutoModelForCausalLM.from_config(config)
+
+    def public():
+        return load_model_and_tokenizer(str(args.work / "public"))[0]
+
+    results = read_json(RESULTS) if RESULTS.exists() else {}
+    results["gold"] = {
+        k: demo["gold"][k] for k in ("forget_em", "retain_em", "holdout_em", "seconds", "epochs")
+    }
+    results["settings"] = {
+        "dp_epochs": args.dp_epochs,
+        "epsilon": args.epsilon,
+        "public_seed": args.public_seed,
+    }
+    for arm in args.arms:
+        key = (
+            arm
+            if args.dp_learning_rate == 5e-3 or not arm.startswith("dp2")
+            else f"{arm}_dp_lr{args.dp_learning_rate:g}"
+        )
+        out = args.work / key
+        if arm == "public":
+            qa, text = other_people(data, args.public_seed)
+            summary = trained(out, scratch, tokenizer, [qa], [text], args.seed)
+            row = {
+                "seconds": summary["seconds"],
+                "epochs": summary["epochs"],
+                "people": len(set(qa["subject"])),
+            }
+            model = load_model_and_tokenizer(str(out))[0]
+        elif arm in ("retrain_public", "gold_rerun"):
+            init = public if arm == "retrain_public" else scratch
+            summary = trained(out, init, tokenizer, [data["retain"]], [data["retain_text"]], args.seed)
+            row = {k: summary.get(k) for k in ("seconds", "cpu_seconds", "epochs")}
+            model = load_model_and_tokenizer(str(out))[0]
+        else:
+            privacy, deletion = dp2(
+                out,
+                scratch if arm == "dp2_scratch" else public,
+                tokenizer,
+                data,
+                args.seed,
+                args.dp_epochs,
+                args.epsilon,
+                args.dp_learning_rate,
+            )
+            row = {
+                "epsilon": privacy["epsilon"],
+                "delta": privacy["delta"],
+                "n_units": privacy["n_units"],
+                "noise_multiplier": privacy["noise_multiplier"],
+                "dp_seconds": privacy["seconds"],
+                "dp_cpu_seconds": privacy.get("cpu_seconds"),
+                "seconds": deletion["training"]["seconds"],
+                "cpu_seconds": deletion["training"].get("cpu_seconds"),
+                "epochs": deletion["training"]["epochs"],
+            }
+            model = load_model_and_tokenizer(str(out / "request-1"))[0]
+        row.update(evaluate_row(model, tokenizer, data))
+        results[key] = row
+        write_json_atomic(RESULTS, results)
+        logging.info("%s: %s", key, row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,575 @@
+"""DP2Unlearning: train once with differential privacy, answer deletion requests by retain fine-tuning.
+
+**DP stage** (:func:`train_dp_base`): DP-SGD with opacus on all the data, once. Per-record gradients come
+from opacus' hooks; with ``privacy_unit="subject"`` they are summed per subject before opacus clips them, so
+each sampled subject contributes at most ``dp_max_grad_norm`` to a step (user-level DP-SGD), and Poisson
+sampling draws subjects, not records. The model is saved with ``dp_privacy.json``: the spent epsilon and
+delta, the unit, N (number of units), noise multiplier, sample rate, steps and accountant.
+
+**Deletion stage** (:func:`unlearn_from_dp_base`): fine-tune a fresh copy of the DP model on the retain data
+only, with the ordinary non-private :func:`hf_unlearn.train.train_lm`. The result is saved with
+``dp2_deletion.json``, naming the requests it answers by fingerprint. Every request starts again from the same
+DP model, so the forgotten units are protected by the DP model's (epsilon, delta) (the retain fine-tune never
+sees them), and sequential requests do not compound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset, concatenate_datasets
+from torch.utils.data import DataLoader
+
+from hf_unlearn.data.forget_retain import PaddingCollator
+from hf_unlearn.data.formats import framed_ids, qa_as_text
+from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.losses import token_log_probs
+from hf_unlearn.train import train_lm
+from hf_unlearn.trainer.dp2_config import ACCOUNTANTS, PRIVACY_UNITS, DP2Config
+
+logger = logging.getLogger(__name__)
+PRIVACY_FILE = "dp_privacy.json"
+DELETION_FILE = "dp2_deletion.json"
+
+
+def _import_opacus():
+    try:
+        import opacus
+    except ImportError as err:
+        raise ImportError('The DP stage of DP2Unlearning needs opacus: pip install "hf-unlearn[dp]"') from err
+    return opacus
+
+
+def _documents(tokenizer, ds: Dataset) -> list[str]:
+    """A dataset's training documents, in row order: QA pairs rendered with the QA template, or raw texts."""
+    if "question" in ds.column_names:
+        return [qa_as_text(tokenizer, q, a) for q, a in zip(ds["question"], ds["answer"])]
+    return list(ds["text"])
+
+
+def privacy_units(
+    tokenizer,
+    qa_sets: Sequence[Dataset],
+    text_sets: Sequence[Dataset] = (),
+    unit: str = "subject",
+    subject_column: str = "subject",
+    max_length: int = 256,
+) -> list[list[list[int]]]:
+    """Group the training documents into privacy units (each a list of token-id lists, BOS/EOS framed).
+
+    ``unit="record"`` makes every document its own unit; ``unit="subject"`` puts all documents of one subject
+    (QA rows and texts alike) into one unit.
+
+    Raises:
+        ValueError: an unknown ``unit``, or ``unit="subject"`` and a dataset without ``subject_column``.
+    """
+    if unit not in PRIVACY_UNITS:
+        raise ValueError(f"privacy_unit={unit!r} is not one of {PRIVACY_UNITS}.")
+    groups: dict[object, list[list[int]]] = {}
+    for ds in [*qa_sets, *text_sets]:
+        if unit == "subject" and subject_column not in ds.column_names:
+            raise ValueError(
+                f"privacy_unit='subject' needs a {subject_column!r} column naming each row's subject, but a "
+                f"training dataset has only {ds.column_names}. Add the column (or set subject_column), or use "
+                "privacy_unit='record'."
+            )
+        keys = ds[subject_column] if unit == "subject" else [len(groups) + i for i in range(len(ds))]
+        for key, doc in zip(keys, _documents(tokenizer, ds)):
+            groups.setdefault(key, []).append(framed_ids(tokenizer, doc)[:max_length])
+    return list(groups.values())
+
+
+def sample_rate_for(n_units: int, batch_size: int) -> float:
+    """The Poisson sample rate opacus uses for ``n_units`` units in loader batches of ``batch_size``."""
+    return 1 / -(-n_units // batch_size)
+
+
+def check_dp_settings(args: DP2Config, n_units: int) -> None:
+    """Reject DP settings that cannot give a meaningful guarantee, saying what to change.
+
+    Raises:
+        ValueError: epsilon or the noise multiplier not positive, delta not in (0, 1/N), an unknown
+            accountant, or a batch that is empty or larger than N at the resulting sample rate.
+    """
+    unit = "subjects" if args.privacy_unit == "subject" else "records"
+    if n_units < 2:
+        raise ValueError(f"The DP stage got {n_units} privacy unit(s) ({unit}); DP-SGD needs at least 2.")
+    if args.dp_noise_multiplier is None and not args.target_epsilon > 0:
+        raise ValueError(
+            f"target_epsilon={args.target_epsilon}: epsilon must be > 0 (epsilon = 0 would need infinite "
+            "noise). Typical budgets are 1 to 10; or pass dp_noise_multiplier to fix the noise instead."
+        )
+    if args.dp_noise_multiplier is not None and not args.dp_noise_multiplier > 0:
+        raise ValueError(f"dp_noise_multiplier={args.dp_noise_multiplier}: the noise multiplier must be > 0.")
+    if not 0 < args.target_delta < 1 / n_units:
+        raise ValueError(
+            f"target_delta={args.target_delta} with N={n_units} {unit}: delta must be in (0, 1/N) = "
+            f"(0, {1 / n_units:.3g}); a mechanism that publishes one whole unit at random meets delta = 1/N. "
+            f"Use delta well below 1/N, e.g. {0.1 / n_units:.2g} or less."
+        )
+    if args.dp_accountant not in ACCOUNTANTS:
+        raise ValueError(f"dp_accountant={args.dp_accountant!r} is not one of {ACCOUNTANTS}.")
+    if not 1 <= args.dp_batch_size <= n_units:
+        raise ValueError(
+            f"dp_batch_size={args.dp_batch_size} with N={n_units} {unit}: the expected units per step must be "
+            f"between 1 and N (the sample rate 1/ceil(N/dp_batch_size) must be a probability). "
+            f"Pick dp_batch_size in [1, {n_units}]."
+        )
+    if int(n_units * sample_rate_for(n_units, args.dp_batch_size)) < 1:
+        raise ValueError(
+            f"dp_batch_size={args.dp_batch_size} gives sample rate {sample_rate_for(n_units, args.dp_batch_size):.3g} "
+            f"over N={n_units} {unit}, i.e. less than one expected unit per step; raise dp_batch_size."
+        )
+
+
+@dataclass
+class UnitCollator:
+    """Flattens a batch of privacy units into one padded batch of records plus ``unit_index`` (R,): which
+    unit of the batch each record belongs to."""
+
+    pad_token_id: int
+
+    def __call__(self, units: list[list[list[int]]]) -> dict[str, torch.Tensor]:
+        records = [(u, ids) for u, unit in enumerate(units) for ids in unit]
+        batch = PaddingCollator(self.pad_token_id)(
+            [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids} for _, ids in records]
+        )
+        batch["unit_index"] = torch.tensor([u for u, _ in records], dtype=torch.long)
+        return batch
+
+
+def fold_grad_samples(
+    params: Sequence[torch.nn.Parameter], unit_index: torch.Tensor, into: list[torch.Tensor]
+) -> None:
+    """Add each parameter's per-record ``grad_sample`` (R, ...) into per-unit sums ``into[i]`` (U, ...) at
+    rows ``unit_index`` (R,), and clear ``grad_sample``, so that the DP optimizer later clips units."""
+    for p, acc in zip(params, into):
+        acc.index_add_(0, unit_index, p.grad_sample)  # (U, *p.shape) += (R, *p.shape)
+        p.grad_sample = None
+
+
+def dp_step(
+    model,
+    optimizer,
+    batch: dict[str, torch.Tensor],
+    params: Sequence[torch.nn.Parameter],
+    physical_rows: int = 64,
+) -> float:
+    """One DP-SGD step on a batch from :class:`UnitCollator`; returns the mean per-record loss (nan if empty).
+
+    Each record's loss is its mean token NLL and a unit's gradient is the sum of its records' gradients. The
+    records go through the model in chunks of at most ``physical_rows`` rows of similar length (less padding,
+    bounded memory); the chunks change neither the gradient nor the accounting.
+    """
+    unit_index = batch["unit_index"]  # (R,)
+    optimizer.zero_grad(set_to_none=True)
+    n_units = int(unit_index.max()) + 1 if unit_index.numel() else 0
+    sums = [p.new_zeros((n_units, *p.shape)) for p in params]  # per-unit gradients
+    lengths = batch["attention_mask"].sum(-1)  # (R,)
+    order = torch.argsort(lengths)
+    total = 0.0
+    for rows in order.split(physical_rows):
+        width = int(lengths[rows].max())
+        logits = model(
+            input_ids=batch["input_ids"][rows, :width], attention_mask=batch["attention_mask"][rows, :width]
+        ).logits
+        logps, mask = token_log_probs(logits, batch["labels"][rows, :width])  # (r, width-1) each
+        per_record = -logps.sum(-1) / mask.sum(-1).clamp(min=1)  # (r,)
+        per_record.mean().backward()  # opacus (loss_reduction="mean") rescales per-record grads by r
+        fold_grad_samples(params, unit_index[rows], sums)
+        total += per_record.sum().item()
+    for p, acc in zip(params, sums):  # no unit drawn: (0, ...) and the step releases noise only
+        p.grad_sample = acc
+    optimizer.step()
+    return total / unit_index.numel() if unit_index.numel() else float("nan")
+
+
+@dataclass
+class DPSetup:
+    """What :func:`make_private` returns: the opacus-wrapped optimizer and loader, and the accounting."""
+
+    hooks: object
+    optimizer: object
+    loader: DataLoader
+    engine: object
+    params: list[torch.nn.Parameter]
+    noise_multiplier: float
+    sample_rate: float
+
+
+def _check_wrappable(model) -> None:
+    from opacus.validators import ModuleValidator
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(
+            f"opacus cannot DP-train {type(model).__name__}: {'; '.join(map(str, errors[:3]))}. Replace the "
+            "layers it names (opacus.validators.ModuleValidator.fix(model) swaps BatchNorm for GroupNorm), or "
+            "DP-train LoRA adapters only (dp_lora_r > 0) with the offending layers frozen."
+        )
+
+
+def make_private(model, tokenizer, args: DP2Config, units: list[list[list[int]]]) -> DPSetup:
+    """Attach opacus to ``model``: per-record gradient hooks, Poisson sampling of units, clipping and noise.
+
+    The noise multiplier is ``args.dp_noise_multiplier`` or, by default, solved by
+    ``PrivacyEngine.make_private_with_epsilon`` to spend ``target_epsilon`` over ``dp_epochs``.
+
+    Raises:
+        ValueError: the settings fail :func:`check_dp_settings`, or opacus cannot wrap the model.
+    """
+    _import_opacus()
+    from opacus import PrivacyEngine
+
+    check_dp_settings(args, len(units))
+    model.train()  # opacus validates (and DP-SGD runs) in training mode; from_pretrained returns eval mode
+    _check_wrappable(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    loader = DataLoader(
+        units,
+        batch_size=args.dp_batch_size,
+        shuffle=True,
+        collate_fn=UnitCollator(tokenizer.pad_token_id),
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    optimizer = torch.optim.AdamW(params, lr=args.dp_learning_rate, weight_decay=0.0)
+    engine = PrivacyEngine(accountant=args.dp_accountant)
+    common = {
+        "module": model,
+        "optimizer": optimizer,
+        "data_loader": loader,
+        "max_grad_norm": args.dp_max_grad_norm,
+        "loss_reduction": "mean",
+        "poisson_sampling": True,
+        "grad_sample_mode": "hooks",
+        "wrap_model": False,
+        "noise_generator": torch.Generator().manual_seed(args.seed + 1),
+    }
+    try:
+        if args.dp_noise_multiplier is None:
+            hooks, optimizer, loader = engine.make_private_with_epsilon(
+                target_epsilon=args.target_epsilon,
+                target_delta=args.target_delta,
+                epochs=args.dp_epochs,
+                **common,
+            )
+        else:
+            hooks, optimizer, loader = engine.make_private(
+                noise_multiplier=args.dp_noise_multiplier, **common
+            )
+    except NotImplementedError as err:
+        raise ValueError(
+            f"opacus cannot compute per-sample gradients for {type(model).__name__}: {err}. Freeze that layer "
+            "or DP-train LoRA adapters only (dp_lora_r > 0)."
+        ) from err
+    return DPSetup(hooks, optimizer, loader, engine, params, optimizer.noise_multiplier, loader.sample_rate)
+
+
+def _with_lora(model, r: int):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
+
+
+def train_dp_base(
+    model,
+    tokenizer,
+    args: DP2Config,
+    qa_sets: Sequence[Dataset],
+    text_sets: Sequence[Dataset] = (),
+    output_dir: str | Path | None = None,
+) -> dict:
+    """The DP stage: DP-SGD on ``qa_sets`` + ``text_sets``; save the model, tokenizer and ``dp_privacy.json``.
+
+    Args:
+        model: a causal LM (trained from scratch or pretrained). It must not have seen the data to protect
+            without privacy, or the guarantee is void.
+        output_dir: where to save (default ``args.output_dir``).
+
+    Returns:
+        The privacy record also written to ``output_dir/dp_privacy.json``.
+    """
+    out = Path(output_dir or args.output_dir)
+    units = privacy_units(
+        tokenizer, qa_sets, text_sets, args.privacy_unit, args.subject_column, args.max_length
+    )
+    if args.dp_lora_r > 0:
+        model = _with_lora(model, args.dp_lora_r)
+    dp = make_private(model, tokenizer, args, units)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    losses = []
+    for epoch in range(args.dp_epochs):
+        epoch_losses = [
+            dp_step(model, dp.optimizer, batch, dp.params, args.dp_physical_batch_rows) for batch in dp.loader
+        ]
+        drawn = [x for x in epoch_losses if not math.isnan(x)]  # steps that sampled at least one unit
+        losses.append(sum(drawn) / max(1, len(drawn)))
+        logger.info("DP epoch %d: mean record loss %.3f", epoch + 1, losses[-1])
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    dp.hooks.cleanup()
+    if args.dp_lora_r > 0:
+        model = model.merge_and_unload()
+    for p in model.parameters():
+        for attr in ("grad_sample", "summed_grad"):
+            if hasattr(p, attr):
+                delattr(p, attr)
+    model.eval()
+    steps = sum(n for _, _, n in dp.engine.accountant.history)
+    record = {
+        "epsilon": float(dp.engine.get_epsilon(args.target_delta)),
+        "delta": args.target_delta,
+        "privacy_unit": args.privacy_unit,
+        "n_units": len(units),
+        "n_records": sum(len(u) for u in units),
+        "noise_multiplier": float(dp.noise_multiplier),
+        "sample_rate": dp.sample_rate,
+        "steps": steps,
+        "epochs": args.dp_epochs,
+        "accountant": args.dp_accountant,
+        "max_grad_norm": args.dp_max_grad_norm,
+        "batch_size": args.dp_batch_size,
+        "learning_rate": args.dp_learning_rate,
+        "lora_r": args.dp_lora_r,
+        "target_epsilon": None if args.dp_noise_multiplier is not None else args.target_epsilon,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "epoch_losses": losses,
+    }
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_json_atomic(out / PRIVACY_FILE, record)
+    logger.info(
+        "DP stage done: epsilon %.3g at delta %.1g over N=%d %s units",
+        record["epsilon"],
+        record["delta"],
+        record["n_units"],
+        record["privacy_unit"],
+    )
+    return record
+
+
+def request_fingerprint(forget: Dataset, subject_column: str = "subject") -> dict:
+    """How a deletion request is recorded: SHA-256 fingerprints and counts, never the forgotten names.
+
+    The record travels with the model, so naming the deleted subjects would disclose that they were in the
+    training data; whoever made the request can recompute the fingerprint from it.
+
+    Returns:
+        ``{"rows_sha256", "n_rows"}`` plus ``{"subjects_sha256", "n_subjects"}`` when there is a subject column.
+    """
+    cols = [c for c in ("question", "answer", "text") if c in forget.column_names]
+    rows = sorted("\x1f".join(str(r[c]) for c in cols) for r in forget)
+    info = {"rows_sha256": hashlib.sha256("\x1e".join(rows).encode()).hexdigest(), "n_rows": len(rows)}
+    if subject_column in forget.column_names:
+        subjects = sorted(set(forget[subject_column]))
+        info["subjects_sha256"] = hashlib.sha256("\x1e".join(subjects).encode()).hexdigest()
+        info["n_subjects"] = len(subjects)
+    return info
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unlearn_from_dp_base(
+    dp_model_dir: str | Path,
+    args: DP2Config,
+    retain_qa: Sequence[Dataset],
+    retain_text: Sequence[Dataset] = (),
+    requests: Sequence[dict] = (),
+) -> tuple[object, dict]:
+    """The deletion stage: fine-tune a fresh copy of the DP model on retain data only (non-private).
+
+    Args:
+        dp_model_dir: a directory written by :func:`train_dp_base` (with ``dp_privacy.json``).
+        args: the deletion stage's training arguments (``output_dir`` receives the unlearned model).
+        retain_qa, retain_text: everything that is kept; nothing of the forgotten units may be in it.
+        requests: the deletion requests answered, as :func:`request_fingerprint` dicts, oldest first.
+
+    Returns:
+        The unlearned model and the record written to ``args.output_dir/dp2_deletion.json``.
+
+    Raises:
+        ValueError: ``dp_model_dir`` holds no privacy record (it is not a DP model).
+    """
+    from hf_unlearn.models import load_model_and_tokenizer
+
+    base = Path(dp_model_dir)
+    if not (base / PRIVACY_FILE).exists():
+        raise ValueError(
+            f"{base} has no {PRIVACY_FILE}: it is not a model from the DP stage, and fine-tuning a non-private "
+            "model on retain data does not unlearn. Train one with `hf-unlearn dp-train` first."
+        )
+    privacy = read_json(base / PRIVACY_FILE)
+    model, tokenizer = load_model_and_tokenizer(str(base))
+    cpu_start = time.process_time()
+    summary = train_lm(model, tokenizer, args, list(retain_qa), list(retain_text))
+    summary["cpu_seconds"] = time.process_time() - cpu_start  # unlike wall time, not inflated by other jobs
+    record = {
+        "method": "dp2",
+        "dp_model": str(base),
+        "dp_model_sha256": _file_sha256(base / "model.safetensors"),
+        "privacy": privacy,
+        "requests": list(requests),
+        "retain_rows": sum(len(ds) for ds in [*retain_qa, *retain_text]),
+        "training": summary,
+    }
+    write_json_atomic(Path(args.output_dir) / DELETION_FILE, record)
+    return model, record
+
+
+class DP2Trainer:
+    """DP2Unlearning over one training set: :meth:`train_dp_base` once, then :meth:`unlearn` per request.
+
+    Requests accumulate: the k-th :meth:`unlearn` fine-tunes the same DP model on the training data minus
+    everything forgotten in requests 1..k. With ``privacy_unit="subject"`` a request removes every row of the
+    subjects it names; with ``"record"`` exactly the rows it lists (matched on question+answer or text).
+
+    Example::
+
+        trainer = DP2Trainer(model, tokenizer, DP2Config(output_dir="runs/dp2"), qa, texts)
+        trainer.train_dp_base()                        # runs/dp2/dp_base, with dp_privacy.json
+        model, record = trainer.unlearn(forget_qa)     # runs/dp2/request-1, with dp2_deletion.json
+    """
+
+    def __init__(
+        self, model, tokenizer, args: DP2Config, train_qa: Dataset, train_text: Dataset | None = None
+    ):
+        self.model, self.tokenizer, self.args = model, tokenizer, args
+        self.train_qa, self.train_text = train_qa, train_text
+        self.base_dir = Path(args.output_dir) / "dp_base"
+        self.requests: list[dict] = []
+        self._forgotten: list[Dataset] = []
+
+    def train_dp_base(self) -> dict:
+        """Run the DP stage into ``output_dir/dp_base`` and return its privacy record."""
+        texts = [self.train_text] if self.train_text is not None else []
+        return train_dp_base(self.model, self.tokenizer, self.args, [self.train_qa], texts, self.base_dir)
+
+    def _keep(self, ds: Dataset) -> Dataset:
+        if self.args.privacy_unit == "subject":
+            gone = {s for f in self._forgotten for s in f[self.args.subject_column]}
+            return ds.filter(lambda r: r[self.args.subject_column] not in gone)
+        cols = [c for c in ("question", "answer", "text") if c in ds.column_names]
+        gone = {
+            tuple(r[c] for c in cols) for f in self._forgotten if set(cols) <= set(f.column_names) for r in f
+        }
+        return ds.filter(lambda r: tuple(r[c] for c in cols) not in gone)
+
+    def _retained(self) -> list[Dataset]:
+        """The training QA (and text) rows minus everything forgotten so far."""
+        return [self._keep(ds) for ds in (self.train_qa, self.train_text) if ds is not None]
+
+    def unlearn(
+        self, forget: Dataset, forget_text: Dataset | None = None, output_dir: str | Path | None = None
+    ):
+        """Answer a deletion request: retain fine-tune the DP model without everything forgotten so far.
+
+        Returns:
+            The unlearned model and its deletion record (saved under ``output_dir``, default
+            ``args.output_dir/request-<k>``).
+
+        Raises:
+            ValueError: the DP stage has not run, or the request matches nothing left in the training data
+                (never trained on, so not covered by the DP model's guarantee, or already forgotten).
+        """
+        if not (self.base_dir / PRIVACY_FILE).exists():
+            raise ValueError(f"No DP model in {self.base_dir}; call train_dp_base() before unlearn().")
+        request = concatenate_datasets([forget, forget_text]) if forget_text is not None else forget
+        before = sum(len(ds) for ds in self._retained())
+        self._forgotten.append(request)
+        retain_qa, *retain_text = self._retained()
+        removed = before - len(retain_qa) - sum(len(ds) for ds in retain_text)
+        if removed == 0:
+            self._forgotten.pop()
+            raise ValueError(
+                f"The deletion request ({len(request)} rows) matches nothing left in the training data: its "
+                "subjects/rows were never trained on, or were already forgotten."
+            )
+        self.requests.append(request_fingerprint(request, self.args.subject_column))
+        out = Path(output_dir or Path(self.args.output_dir) / f"request-{len(self.requests)}")
+        args = dataclasses.replace(self.args, output_dir=str(out))
+        model, record = unlearn_from_dp_base(self.base_dir, args, [retain_qa], retain_text, self.requests)
+        # rows this request removed (earlier requests' rows are already out of retain_rows)
+        record["removed_rows"] = removed
+        write_json_atomic(out / DELETION_FILE, record)
+        return model, record
+
+
+DEMO_DP_EPOCHS = 3
+DEMO_RETAIN_EPOCHS = 15
+
+
+def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int):
+    """The ``methods.dp2`` row of ``hf-unlearn demo``: DP stage from scratch, then one deletion request.
+
+    The full model saw every person without privacy, so it cannot be the DP base (its weights already hold
+    the forget set; DP-SGD on top of it protects nothing). The DP stage therefore trains a model of the full
+    model's architecture **from scratch** with subject-level DP-SGD (epsilon 8) on ``data["forget"] +
+    data["retain"]`` and their bios, for ``DEMO_DP_EPOCHS`` epochs; the deletion stage fine-tunes it on the
+    retain people for at most ``DEMO_RETAIN_EPOCHS`` epochs (about half the gold model's), early stopping as
+    the gold model does. Both stages are bounded so the row costs about two CPU minutes.
+
+    Returns:
+        The unlearned model and the extra keys of :func:`dp2_on_splits`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(full_model_dir)
+    people = len(set(data["forget"]["subject"]) | set(data["retain"]["subject"]))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(full_model_dir))
+    args = DP2Config(
+        output_dir=str(out_dir),
+        seed=seed,
+        dp_epochs=DEMO_DP_EPOCHS,
+        dp_batch_size=max(1, min(32, people // 4)),  # 32 of the default 200 people; 5 of a 20-person demo
+        num_train_epochs=DEMO_RETAIN_EPOCHS,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1000,
+    )
+    return dp2_on_splits(model, tokenizer, args, data)
+
+
+def dp2_on_splits(model, tokenizer, args: DP2Config, data) -> tuple[object, dict]:
+    """DP stage on ``data``'s forget + retain splits (QA and texts), then the deletion request ``forget``.
+
+    Returns:
+        The unlearned model and the demo's extra keys: ``epsilon``, ``delta``, ``privacy_unit``, ``n_units``,
+        ``dp_seconds`` (DP stage, paid once), ``seconds`` (deletion stage, paid per request), their CPU times
+        ``dp_cpu_seconds`` and ``cpu_seconds``, and ``epochs`` (deletion stage; the gold model's cost unit).
+    """
+    trainer = DP2Trainer(
+        model,
+        tokenizer,
+        args,
+        concatenate_datasets([data["forget"], data["retain"]]),
+        concatenate_datasets([data["forget_text"], data["retain_text"]]),
+    )
+    privacy = trainer.train_dp_base()
+    model, record = trainer.unlearn(data["forget"], data["forget_text"])
+    extra = {
+        "epsilon": privacy["epsilon"],
+        "delta": privacy["delta"],
+        "privacy_unit": privacy["privacy_unit"],
+        "n_units": privacy["n_units"],
+        "dp_seconds": privacy["seconds"],
+        "dp_cpu_seconds": privacy["cpu_seconds"],
+        "seconds": record["training"]["seconds"],
+        "cpu_seconds": record["training"]["cpu_seconds"],
+        "epochs": record["training"]["epochs"],
+    }
+    return model, extra
