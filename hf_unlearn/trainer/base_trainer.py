@@ -67,6 +67,30 @@ def pad_to_width(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) 
     return out
 
 
+def resolve_model(model, processing_class, args: UnlearningConfig):
+    """Load ``model`` when it is a path (quantized as ``args`` asks) and return it with a tokenizer that has a
+    pad token.
+
+    Raises:
+        ValueError: ``model`` is a loaded model and no ``processing_class`` (tokenizer) was given.
+    """
+    if isinstance(model, (str, Path)):
+        model, tokenizer = load_unlearning_model(
+            model,
+            None,
+            args.load_in_4bit,
+            args.load_in_8bit,
+            args.bnb_4bit_quant_type,
+            args.bnb_4bit_compute_dtype,
+        )
+        processing_class = processing_class or tokenizer
+    if processing_class is None:
+        raise ValueError("processing_class (the tokenizer) is required when model is not a path.")
+    if processing_class.pad_token is None:
+        processing_class.pad_token = processing_class.eos_token
+    return model, processing_class
+
+
 class UnlearningTrainer(Trainer):
     """Base trainer for unlearning; see the module docstring for what it does.
 
@@ -118,20 +142,7 @@ class UnlearningTrainer(Trainer):
             raise ValueError(
                 f"regularizer={args.regularizer!r} needs a retain_dataset; pass one or use regularizer='none'."
             )
-        if isinstance(model, (str, Path)):
-            model, tokenizer = load_unlearning_model(
-                model,
-                None,
-                args.load_in_4bit,
-                args.load_in_8bit,
-                args.bnb_4bit_quant_type,
-                args.bnb_4bit_compute_dtype,
-            )
-            processing_class = processing_class or tokenizer
-        if processing_class is None:
-            raise ValueError("processing_class (the tokenizer) is required when model is not a path.")
-        if processing_class.pad_token is None:
-            processing_class.pad_token = processing_class.eos_token
+        model, processing_class = resolve_model(model, processing_class, args)
         check_vocab(model, processing_class)
         if peft_config is None and not is_peft_model(model) and (args.uses_lora or is_quantized(model)):
             targets = args.lora_target_modules

@@ -14,8 +14,7 @@ from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.loading import check_disjoint, row_kind
 from hf_unlearn.io import write_json_atomic
 from hf_unlearn.losses import soft_target_cross_entropy
-from hf_unlearn.trainer.base_trainer import UnlearningTrainer
-from hf_unlearn.trainer.utils import load_unlearning_model
+from hf_unlearn.trainer.base_trainer import UnlearningTrainer, resolve_model
 from hf_unlearn.trainer.whp_config import WHPConfig
 from hf_unlearn.trainer.whp_labels import build_generic_dataset, mine_dictionary, train_reinforced_adapter
 from hf_unlearn.trainer.whp_terms import MinedDictionary, check_term_dictionary, load_term_dictionary
@@ -79,20 +78,7 @@ class WHPTrainer(UnlearningTrainer):
             raise ValueError("forget_dataset is required: the rows to unlearn.")
         self.term_dictionary, self.term_kinds, self.term_scores = {}, {}, {}
         if "target_ids" not in forget_dataset.column_names:
-            if isinstance(model, (str, Path)):
-                model, tokenizer = load_unlearning_model(
-                    model,
-                    None,
-                    args.load_in_4bit,
-                    args.load_in_8bit,
-                    args.bnb_4bit_quant_type,
-                    args.bnb_4bit_compute_dtype,
-                )
-                processing_class = processing_class or tokenizer
-            if processing_class is None:
-                raise ValueError("processing_class (the tokenizer) is required when model is not a path.")
-            if processing_class.pad_token is None:
-                processing_class.pad_token = processing_class.eos_token
+            model, processing_class = resolve_model(model, processing_class, args)
             if retain_dataset is not None:
                 check_disjoint(forget_dataset, retain_dataset)
             model, forget_dataset = self._relabel(
