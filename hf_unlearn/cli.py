@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "push": (
+        "hf_unlearn.hub:main",
+        "Upload an unlearned model, tokenizer, model card, guard and eval results to the Hub.",
+    ),
 }
 
 
