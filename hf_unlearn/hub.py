@@ -343,9 +343,14 @@ def _as_forget_sets(forget_dataset) -> dict[str, Any]:
             "forget_dataset is required: the card identifies the forgotten data by its fingerprint. Pass the "
             "forget Dataset (or a dict of them, e.g. {'forget': qa, 'forget_text': texts})."
         )
-    if isinstance(forget_dataset, Mapping) and not all(isinstance(k, str) for k in forget_dataset):
-        raise TypeError("forget_dataset as a dict must map split names (str) to datasets.")
-    if isinstance(forget_dataset, Mapping) and not hasattr(forget_dataset, "column_names"):
+    if isinstance(forget_dataset, Mapping):  # a dict or DatasetDict of named forget splits
+        if not all(
+            isinstance(k, str) and not isinstance(v, (str, Mapping)) for k, v in forget_dataset.items()
+        ):
+            raise TypeError(
+                "forget_dataset as a dict must map split names to datasets (or lists of row dicts); got "
+                f"{ {k: type(v).__name__ for k, v in forget_dataset.items()} }."
+            )
         return dict(forget_dataset)
     return {"forget": forget_dataset}
 
@@ -411,7 +416,8 @@ def write_model_card(
     output_dir = Path(output_dir)
     forget_sets = _as_forget_sets(forget_dataset)
     strings = forget_strings(forget_sets.values())
-    hyperparameters = _redact(card_hyperparameters(config), strings)
+    all_hyperparameters = card_hyperparameters(config)
+    hyperparameters = _redact(all_hyperparameters, strings)
     adapter_config = output_dir / "adapter_config.json"
     if base_model is None and adapter_config.exists():
         base_model = read_json(adapter_config).get("base_model_name_or_path")
@@ -422,7 +428,7 @@ def write_model_card(
         "base_model": base_model,
         "data_sources": dict(data_sources or {}),
         "eval_results": flat_metrics(eval_results),
-        "privacy": dict(privacy) if privacy is not None else _privacy_from(card_hyperparameters(config)),
+        "privacy": dict(privacy) if privacy is not None else _privacy_from(all_hyperparameters),
         "guard_metrics": dict(guard_metrics or {}),
         "is_adapter": adapter_config.exists(),
         "license": license,

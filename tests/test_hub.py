@@ -167,6 +167,16 @@ def test_forget_text_outside_the_hyperparameters_stops_the_card(model_dir, small
     assert not (model_dir / CARD_FILE).exists()
     with pytest.raises(ValueError, match="forget_dataset is required"):
         write_model_card(model_dir, method="npo", config={}, forget_dataset=None)
+    with pytest.raises(TypeError, match="must map split names to datasets"):
+        write_model_card(model_dir, method="npo", config={}, forget_dataset={"question": "Q", "answer": "A"})
+
+
+def test_a_dataset_dict_of_forget_splits_gets_one_fingerprint_per_split(tmp_path, small_splits):
+    forget = type(small_splits)(
+        {"forget": small_splits["forget"], "forget_text": small_splits["forget_text"]}
+    )
+    card = write_model_card(tmp_path, method="ga", config={}, forget_dataset=forget)
+    assert f"| forget_text | 2 | `{forget_fingerprint(small_splits['forget_text'])['sha256']}` |" in str(card)
 
 
 def test_adapter_card_names_peft_and_the_adapter_base(tmp_path, small_splits):
