@@ -283,7 +283,7 @@ def render_model_card(
     eval_dataset = eval_dataset or (
         hub_datasets[0] if hub_datasets else "hf-unlearn/forget-retain-evaluation"
     )
-    eval_results = {k: round(float(v), 6) for k, v in (eval_results or {}).items()}
+    eval_results = {k: float(f"{v:.6g}") for k, v in (eval_results or {}).items()}  # p-values can be tiny
     hub_base = (
         base_model if base_model and _HUB_ID.match(base_model) and not Path(base_model).exists() else None
     )

@@ -26,7 +26,7 @@ from hf_unlearn.hub import (
 )
 
 EVAL = {
-    "forget_quality": 0.25,
+    "forget_quality": 1.7e-21,  # p-values this small must survive the card (TOFU finetuned model)
     "model_utility": 0.5,
     "verbmem_forget": 0.125,
     "knowmem_forget": 0.375,
