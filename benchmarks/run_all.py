@@ -188,7 +188,9 @@ def run_setting(
             kwargs = {"lora": True} if mode == "lora" else {}
             try:
                 start = time.perf_counter()
-                model, extra = _call(spec)(base_dir / "full", data, work / "methods" / key, seed, **kwargs)
+                model, extra = _call(spec)(
+                    base_dir / "full", data, work / "methods" / key.replace("/", "-"), seed, **kwargs
+                )
                 row = {"seconds": time.perf_counter() - start, **extra, "mode": mode}
                 row.update(evaluate(model, tokenizer, eval_data))
                 row["cost_vs_retrain"] = row["seconds"] / retrain_seconds
@@ -279,14 +281,22 @@ def run_all(
     tofu_epochs: float,
     eval_rows: int,
 ) -> list[dict]:
-    """Run every setting, write ``out/<setting>.json``, ``out/table.md`` and ``out/pareto.png``."""
+    """Run every setting, write ``out/<setting>.json``, ``out/table.md`` and ``out/pareto.png``.
+
+    Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
+    data sizes and epoch bound, so changing those trains new ones.
+    """
     start = time.perf_counter()
     quiet = {"save_strategy": "no", "disable_tqdm": True, "logging_steps": 10_000}
     all_results = []
     for setting in settings:
         if setting == "default":
             data = synthetic_splits(n_people=people, n_holdout=holdout, forget_pct=10, seed=seed)
-            base_dir, overrides, with_texts = work / "default", dict(quiet), True
+            base_dir, overrides, with_texts = (
+                work / f"default-p{people}-h{holdout}-e{base_epochs}",
+                dict(quiet),
+                True,
+            )
             if base_epochs is not None:
                 overrides["num_train_epochs"] = base_epochs
             setting_dir = base_dir
@@ -294,7 +304,9 @@ def run_all(
             split = setting.removeprefix("tofu_")
             pool = max(s for s in settings if s.startswith("tofu_")).removeprefix("tofu_")
             data = tofu_splits(tofu_dir, split, tofu_holdout_authors, tofu_retain_authors, pool)
-            base_dir, with_texts = work / f"tofu-{pool}", False
+            retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
+            base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}"
+            with_texts = False
             overrides = {**quiet, "num_train_epochs": tofu_epochs, "target_exact_match": 0.0}
             setting_dir = base_dir / split
         else:

@@ -87,16 +87,11 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
             assert row["cost_vs_retrain"] == pytest.approx(row["seconds"] / res["gold"]["seconds"])
             assert 0 <= row["forget_em"] <= 1 and 0 <= row["retain_rouge"] <= 1
         assert res["eval_rows"]["retain"] == 6
-    assert (tmp_path / "work" / "default" / "methods" / "retain_ft" / "model.safetensors").exists()
-    assert (
-        tmp_path
-        / "work"
-        / "tofu-forget01"
-        / "forget01"
-        / "methods"
-        / "retain_ft/lora"
-        / "adapter_config.json"
-    ).exists()
+    default_dir = tmp_path / "work" / "default-p10-h2-e2.0"
+    tofu_base = tmp_path / "work" / "tofu-forget01-h1-r1-e1.0"
+    assert (default_dir / "methods" / "retain_ft" / "model.safetensors").exists()
+    assert (tofu_base / "forget01" / "methods" / "retain_ft-lora" / "adapter_config.json").exists()
+    assert (tofu_base / "full" / "model.safetensors").exists() and (tofu_base / "forget01" / "gold").is_dir()
     table = (out / "table.md").read_text()
     assert "### tofu_forget01" in table and "| retain_ft/lora |" in table and "failed: RuntimeError" in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
