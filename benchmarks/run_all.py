@@ -12,7 +12,9 @@ wall time divided by the gold model's training time is its *cost relative to ret
 TOFU (``--tofu-dir``, default ``../shared/data/tofu`` beside the checkout) is read by path. Each TOFU author
 owns 20 consecutive rows of ``retain90 + forget10``; the first ``--tofu-holdout-authors`` authors are never
 trained on (the holdout for membership attacks), all three forget splits share one full model, and with
-``--tofu-retain-authors N`` only N retain authors are used (bounded training, also ``--tofu-epochs``).
+``--tofu-retain-authors N`` only N retain authors are used (bounded training, also ``--tofu-epochs``). The tiny
+model needs about 30 epochs to memorise TOFU answers: on 12 authors, 30 epochs gave the full model forget EM
+0.80 / ROUGE-L 0.67 against the retrained model's 0.00 / 0.10; at 8 epochs both were near 0.
 
 The scores come from ``--evaluator`` (``module:function``, ``fn(model, tokenizer, data) -> dict``; default:
 exact match and ROUGE-L on forget / retain / holdout). The Pareto plot uses ``forget_quality`` and
@@ -44,22 +46,24 @@ TOFU_AUTHOR_ROWS = 20
 PRESETS = {
     "full": {
         "settings": list(SETTINGS),
+        "modes": ["full", "lora"],
         "people": 200,
         "holdout": 20,
         "base_epochs": None,
         "tofu_holdout_authors": 10,
-        "tofu_retain_authors": None,
-        "tofu_epochs": 20,
+        "tofu_retain_authors": 30,
+        "tofu_epochs": 40,
         "eval_rows": 400,
     },
     "quick": {
         "settings": ["default", "tofu_forget01"],
+        "modes": ["full"],
         "people": 60,
         "holdout": 10,
         "base_epochs": None,
         "tofu_holdout_authors": 2,
         "tofu_retain_authors": 10,
-        "tofu_epochs": 8,
+        "tofu_epochs": 30,
         "eval_rows": 100,
     },
 }
@@ -307,7 +311,7 @@ def run_all(
             retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
             base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}"
             with_texts = False
-            overrides = {**quiet, "num_train_epochs": tofu_epochs, "target_exact_match": 0.0}
+            overrides = {**quiet, "num_train_epochs": tofu_epochs}
             setting_dir = base_dir / split
         else:
             raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")
@@ -351,7 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=None, help="Settings to run.")
     parser.add_argument("--methods", nargs="*", default=None, help="Methods (default: every registered one).")
-    parser.add_argument("--modes", nargs="+", choices=("full", "lora"), default=["full", "lora"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("full", "lora"),
+        default=None,
+        help="full and/or lora (quick: full only).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evaluator", default="hf_unlearn.demo:evaluate_row", help="module:function scorer.")
     parser.add_argument("--tofu-dir", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
@@ -372,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or ROOT / "runs" / ("benchmarks-quick" if args.quick else "benchmarks")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = run_all(
-        out, work, methods=methods, modes=args.modes, seed=args.seed, evaluator=args.evaluator,
+        out, work, methods=methods, seed=args.seed, evaluator=args.evaluator,
         tofu_dir=args.tofu_dir, **preset,
     )  # fmt: skip
     print(markdown_table(results))

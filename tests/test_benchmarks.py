@@ -74,7 +74,7 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     code = run_all.main(
         ["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--people", "10", "--holdout", "2",
          "--base-epochs", "2", "--tofu-holdout-authors", "1", "--tofu-retain-authors", "1", "--tofu-epochs", "1",
-         "--eval-rows", "6"]
+         "--eval-rows", "6", "--modes", "full", "lora"]
     )  # fmt: skip
     assert code == 1  # the broken method is reported, the others still ran
     for setting in ("default", "tofu_forget01"):
