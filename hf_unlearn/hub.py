@@ -29,6 +29,7 @@ from hf_unlearn.io import read_json, write_json_atomic
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "unlearned_model.md"
 CARD_FILE = "README.md"
 CARD_INPUTS_FILE = "unlearning_card.json"
+PRIVACY_FILE = "dp_privacy.json"  # the DP accounting the DP2 trainer saves beside its model
 CANONICALISATION = (
     "each row as JSON with sorted keys, no whitespace, UTF-8; rows sorted; joined by newlines; SHA-256"
 )
@@ -217,8 +218,12 @@ def card_hyperparameters(config: Any) -> dict:
     return dict(sorted(kept.items(), key=lambda kv: (kv[0] in shared, kv[0])))
 
 
-def flat_metrics(results: Mapping | str | Path | None) -> dict[str, float]:
-    """Finite numeric values of an eval results dict or ``results.json`` (nested keys joined with ``.``)."""
+def flat_metrics(results: Mapping | str | Path | None, nested: bool = False) -> dict[str, float]:
+    """Finite numeric values of an eval results dict or ``results.json``.
+
+    Only top-level values by default (``hf-unlearn eval`` puts the evaluated model's metrics there, and
+    per-model or per-split details below); with ``nested`` nested keys are joined with ``.``.
+    """
     if results is None:
         return {}
     if isinstance(results, (str, Path)):
@@ -226,8 +231,8 @@ def flat_metrics(results: Mapping | str | Path | None) -> dict[str, float]:
         results = read_json(path / "results.json" if path.is_dir() else path)
     flat: dict[str, float] = {}
     for key, value in results.items():
-        if isinstance(value, Mapping):
-            flat.update({f"{key}.{k}": v for k, v in flat_metrics(value).items()})
+        if isinstance(value, Mapping) and nested:
+            flat.update({f"{key}.{k}": v for k, v in flat_metrics(value, nested=True).items()})
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             flat[str(key)] = float(value)
     return flat
@@ -370,7 +375,12 @@ def _redact(hyperparameters: dict, strings: set[str]) -> dict:
     return out
 
 
-def _privacy_from(hyperparameters: Mapping[str, Any]) -> dict:
+def _privacy_from(output_dir: Path, hyperparameters: Mapping[str, Any]) -> dict:
+    if (output_dir / PRIVACY_FILE).exists():
+        record = read_json(output_dir / PRIVACY_FILE)
+        return {
+            k: v for k, v in record.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)
+        }
     return {k: hyperparameters[k] for k in PRIVACY_KEYS if k in hyperparameters}
 
 
@@ -401,7 +411,8 @@ def write_model_card(
             Defaults to the adapter's ``base_model_name_or_path`` when ``output_dir`` holds a peft adapter.
         data_sources: ``name -> source`` (file path or Hub id), e.g. ``{"forget": "locuslab/TOFU:forget10"}``.
         eval_results: an eval results dict or the path of a ``results.json`` (numeric values only are used).
-        privacy: DP accounting (``epsilon``, ``delta``, ...); by default taken from ``config`` keys such as
+        privacy: DP accounting (``epsilon``, ``delta``, ...); by default the scalar values of
+            ``output_dir/dp_privacy.json`` (written by the DP2 trainer) or else ``config`` keys such as
             ``target_epsilon``.
         guard_metrics: ECO guard classifier metrics (``classifier_recall``, ``classifier_fpr``, ...).
         repo_id: the Hub repository the card will be pushed to (used in the usage snippet and title).
@@ -428,7 +439,7 @@ def write_model_card(
         "base_model": base_model,
         "data_sources": dict(data_sources or {}),
         "eval_results": flat_metrics(eval_results),
-        "privacy": dict(privacy) if privacy is not None else _privacy_from(all_hyperparameters),
+        "privacy": dict(privacy) if privacy is not None else _privacy_from(output_dir, all_hyperparameters),
         "guard_metrics": dict(guard_metrics or {}),
         "is_adapter": adapter_config.exists(),
         "license": license,
@@ -525,7 +536,7 @@ def guard_metrics_from(guard_dir: str | Path) -> dict[str, float]:
     """The classifier metrics (``classifier_recall``, ``classifier_fpr``) found in the guard dir's JSON files."""
     found = {}
     for path in sorted(Path(guard_dir).glob("*.json")):
-        for key, value in flat_metrics(path).items():
+        for key, value in flat_metrics(path, nested=True).items():
             if key.rpartition(".")[2] in GUARD_KEYS:
                 found[key] = value
     return found

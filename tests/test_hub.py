@@ -179,6 +179,13 @@ def test_a_dataset_dict_of_forget_splits_gets_one_fingerprint_per_split(tmp_path
     assert f"| forget_text | 2 | `{forget_fingerprint(small_splits['forget_text'])['sha256']}` |" in str(card)
 
 
+def test_dp_accounting_saved_beside_the_model_goes_into_the_card(tmp_path, small_splits):
+    record = {"epsilon": 7.5, "delta": 1e-5, "privacy_unit": "subject", "n_units": 18, "history": [1, 2]}
+    (tmp_path / "dp_privacy.json").write_text(json.dumps(record))
+    card = str(write_model_card(tmp_path, method="dp2", config={}, forget_dataset=small_splits["forget"]))
+    assert "- epsilon: `7.5`" in card and "- privacy_unit: `subject`" in card and "history" not in card
+
+
 def test_adapter_card_names_peft_and_the_adapter_base(tmp_path, small_splits):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Org/base-1b"}))
     card = write_model_card(
@@ -193,7 +200,12 @@ def _release(model_dir, small_splits, tmp_path):
     eval_dir, guard_dir = tmp_path / "eval", tmp_path / "guard"
     eval_dir.mkdir()
     guard_dir.mkdir()
-    (eval_dir / "results.json").write_text(json.dumps(EVAL))
+    # hf-unlearn eval's layout: the model's metrics at the top level, per-model rows and details below
+    nested = {
+        "models": {"npo_gdr": EVAL, "gold": {"forget_quality": 1.0}},
+        "details": {"splits": {"em": 0.5}},
+    }
+    (eval_dir / "results.json").write_text(json.dumps({**EVAL, **nested, "forget_quality": None}))
     (eval_dir / "report.md").write_text("| metric | value |\n|---|---|\n| forget_quality | 0.25 |\n")
     (guard_dir / "guard_config.json").write_text(
         json.dumps({"sigma": 4.0, "metrics": {"classifier_recall": 0.9, "classifier_fpr": 0.05}})
@@ -215,7 +227,9 @@ def test_dry_run_writes_the_exact_release_folder_and_uploads_nothing(model_dir, 
     assert not any(f.startswith("checkpoint-") or f == "training_args.bin" for f in files)
     card = ModelCard.load(staging / CARD_FILE)
     assert card.data.model_name == "npo-gdr-tiny"
-    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == EVAL
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {
+        k: v for k, v in EVAL.items() if k != "forget_quality"
+    }  # top-level numbers only: no None, no per-model or per-split details
     assert "| metrics.classifier_recall | 0.9 |" in str(card)
     validate_card_offline(staging / CARD_FILE)
     # No forget text anywhere: full questions and bios in every file (weights and vocabularies included),
