@@ -1,8 +1,9 @@
 """Benchmark every registered unlearning method on the embedded default and on TOFU forget01/05/10.
 
 Every method in :data:`hf_unlearn.demo.DEMO_METHODS` (``name -> "module:function"``, signature
-``fn(full_model_dir, data, out_dir, seed) -> (model, extra)``) runs on each setting; a method whose function
-also takes ``lora`` runs twice, full fine-tuning and LoRA (``lora=True``). For each setting a tiny Llama is
+``fn(full_model_dir, data, out_dir, seed) -> (model, extra)``) runs on each setting, with full fine-tuning and
+again with LoRA when its function takes ``lora`` (called with ``lora=True``) or forwards ``**overrides`` to its
+``UnlearningConfig`` (called with ``lora_r=--lora-r``). For each setting a tiny Llama is
 trained on forget + retain (the *full* model) and on retain only (the *gold*, retrained model); the method's
 wall time divided by the gold model's training time is its *cost relative to retraining*.
 
@@ -68,6 +69,8 @@ PRESETS = {
     },
 }
 EXTRA_COLUMNS = ("seconds", "cost_vs_retrain")
+DEFAULT_EVALUATOR = "hf_unlearn.demo:evaluate_row"
+LORA_R = 8
 
 
 def _call(spec: str):
@@ -141,9 +144,25 @@ def _cap(data: DatasetDict, rows: int, seed: int) -> DatasetDict:
     )
 
 
-def method_modes(spec: str) -> list[str]:
-    """``["full", "lora"]`` when the method function takes a ``lora`` argument, else ``["full"]``."""
-    return ["full", "lora"] if "lora" in inspect.signature(_call(spec)).parameters else ["full"]
+def lora_kwargs(spec: str, lora_r: int = LORA_R) -> dict | None:
+    """How to ask a method function for LoRA: ``lora=True`` when it takes ``lora``, ``lora_r=r`` (the
+    ``UnlearningConfig`` field) when it forwards ``**overrides`` to its config, else None (full only)."""
+    params = inspect.signature(_call(spec)).parameters
+    if "lora" in params:
+        return {"lora": True}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return {"lora_r": lora_r}
+    return None
+
+
+def _scorer(evaluator: str, gold_model, tokenizer, eval_data: DatasetDict):
+    """(gold row, ``score(model) -> row``). With ``hf-unlearn eval``'s suite in the demo (``demo.gold_reference``)
+    the gold model's statistics are computed once and every other model is compared with them."""
+    evaluate = _call(evaluator)
+    if evaluator == DEFAULT_EVALUATOR and hasattr(demo, "gold_reference"):
+        gold_row, reference = demo.gold_reference(gold_model, tokenizer, eval_data)
+        return gold_row, lambda model: evaluate(model, tokenizer, eval_data, reference)
+    return evaluate(gold_model, tokenizer, eval_data), lambda model: evaluate(model, tokenizer, eval_data)
 
 
 def run_setting(
@@ -159,11 +178,11 @@ def run_setting(
     eval_rows: int,
     base_overrides: dict,
     with_texts: bool,
+    lora_r: int = LORA_R,
 ) -> dict:
     """Train (or reuse) the full and gold models of one setting, run every method, return its results."""
     tokenizer = demo.build_tokenizer(data, base_dir / "tokenizer")
     eval_data = _cap(data, eval_rows, seed)
-    evaluate = _call(evaluator)
     results: dict = {
         "setting": name,
         "sizes": {split: len(ds) for split, ds in data.items()},
@@ -171,32 +190,34 @@ def run_setting(
         "evaluator": evaluator,
         "methods": {},
     }
-    for model_name, splits, model_dir in (
-        ("full", ["forget", "retain"], base_dir / "full"),
-        ("gold", ["retain"], work / "gold"),
-    ):
-        model, summary = demo.train_or_reuse(
+    trained = {
+        model_name: demo.train_or_reuse(
             model_dir, tokenizer, data, splits, seed, False, base_overrides, with_texts
         )
-        results[model_name] = {
-            **evaluate(model, tokenizer, eval_data),
-            "seconds": summary["seconds"],
-            "epochs": summary["epochs"],
-        }
+        for model_name, splits, model_dir in (
+            ("full", ["forget", "retain"], base_dir / "full"),
+            ("gold", ["retain"], work / "gold"),
+        )
+    }
+    gold_row, score = _scorer(evaluator, trained["gold"][0], tokenizer, eval_data)
+    for model_name, (model, summary) in trained.items():
+        row = gold_row if model_name == "gold" else score(model)
+        results[model_name] = {**row, "seconds": summary["seconds"], "epochs": summary["epochs"]}
     retrain_seconds = results["gold"]["seconds"]
     for method in methods:
         spec = demo.DEMO_METHODS[method]
-        for mode in [m for m in method_modes(spec) if m in modes]:
+        lora = lora_kwargs(spec, lora_r)
+        for mode in [m for m in modes if m == "full" or lora is not None]:
             key = method if mode == "full" else f"{method}/lora"
             logger.info("%s: %s", name, key)
-            kwargs = {"lora": True} if mode == "lora" else {}
+            kwargs = lora if mode == "lora" else {}
             try:
                 start = time.perf_counter()
                 model, extra = _call(spec)(
                     base_dir / "full", data, work / "methods" / key.replace("/", "-"), seed, **kwargs
                 )
                 row = {"seconds": time.perf_counter() - start, **extra, "mode": mode}
-                row.update(evaluate(model, tokenizer, eval_data))
+                row.update(score(model))
                 row["cost_vs_retrain"] = row["seconds"] / retrain_seconds
             except Exception as err:  # one failing method must not lose the others' results
                 logger.exception("%s failed on %s", key, name)
@@ -207,7 +228,7 @@ def run_setting(
 
 def pareto_point(row: dict, gold: dict) -> tuple[float, float, str, str]:
     """(x, y, x label, y label): forget quality vs model utility, or proxies when those are not reported."""
-    if "forget_quality" in row and "model_utility" in row:
+    if all(isinstance(row.get(k), (int, float)) for k in ("forget_quality", "model_utility")):
         return row["forget_quality"], row["model_utility"], "forget quality", "model utility"
     x = 1 - abs(row["forget_rouge"] - gold["forget_rouge"])
     return x, row["retain_rouge"], "1 - |forget ROUGE-L - retrained's| (proxy)", "retain ROUGE-L (proxy)"
@@ -284,6 +305,7 @@ def run_all(
     tofu_retain_authors: int | None,
     tofu_epochs: float,
     eval_rows: int,
+    lora_r: int = LORA_R,
 ) -> list[dict]:
     """Run every setting, write ``out/<setting>.json``, ``out/table.md`` and ``out/pareto.png``.
 
@@ -327,6 +349,7 @@ def run_all(
             eval_rows=eval_rows,
             base_overrides=overrides,
             with_texts=with_texts,
+            lora_r=lora_r,
         )
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)
@@ -363,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         help="full and/or lora (quick: full only).",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--evaluator", default="hf_unlearn.demo:evaluate_row", help="module:function scorer.")
+    parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
+    parser.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
     parser.add_argument("--tofu-dir", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
     for name, kind in (("people", int), ("holdout", int), ("base-epochs", float), ("tofu-holdout-authors", int),
                        ("tofu-retain-authors", int), ("tofu-epochs", float), ("eval-rows", int)):  # fmt: skip
@@ -383,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = run_all(
         out, work, methods=methods, seed=args.seed, evaluator=args.evaluator,
-        tofu_dir=args.tofu_dir, **preset,
+        tofu_dir=args.tofu_dir, lora_r=args.lora_r, **preset,
     )  # fmt: skip
     print(markdown_table(results))
     print(f"Wrote {out}/{{{','.join(r['setting'] for r in results)}}}.json, table.md, pareto.png")

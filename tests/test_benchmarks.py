@@ -104,3 +104,31 @@ def test_pareto_point_prefers_reported_forget_quality_and_utility():
     assert run_all.pareto_point({"forget_quality": 0.3, "model_utility": 0.6}, gold)[:2] == (0.3, 0.6)
     x, y, xlabel, _ = run_all.pareto_point({"forget_rouge": 0.4, "retain_rouge": 0.8}, gold)
     assert (x, y) == pytest.approx((0.7, 0.8)) and "proxy" in xlabel
+
+
+def forwards_overrides(full_model_dir, data, out_dir, seed, **overrides):
+    return None, overrides
+
+
+def test_lora_runs_are_requested_the_way_each_method_accepts_them():
+    run_all = load_run_all()
+    assert run_all.lora_kwargs("test_benchmarks:retain_finetune") == {"lora": True}
+    assert run_all.lora_kwargs("test_benchmarks:forwards_overrides", lora_r=4) == {"lora_r": 4}
+    assert run_all.lora_kwargs("test_benchmarks:broken") is None
+
+
+def test_every_model_is_scored_against_the_gold_reference_when_the_suite_offers_one(monkeypatch):
+    run_all = load_run_all()
+    references = []
+
+    def evaluate_row(model, tokenizer, data, reference=None):
+        references.append(reference)
+        return {"model": model}
+
+    monkeypatch.setattr(demo, "evaluate_row", evaluate_row)
+    monkeypatch.setattr(demo, "gold_reference", lambda m, t, d: ({"model": m}, "gold-stats"), raising=False)
+    gold_row, score = run_all._scorer(run_all.DEFAULT_EVALUATOR, "gold", None, None)
+    assert gold_row == {"model": "gold"} and score("npo") == {"model": "npo"} and references == ["gold-stats"]
+    monkeypatch.delattr(demo, "gold_reference")
+    gold_row, score = run_all._scorer(run_all.DEFAULT_EVALUATOR, "gold", None, None)
+    assert score("npo") == {"model": "npo"} and references == ["gold-stats", None, None]
