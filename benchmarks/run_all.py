@@ -138,9 +138,13 @@ def tofu_splits(
 
 
 def _cap(data: DatasetDict, rows: int, seed: int) -> DatasetDict:
-    """The evaluation splits cut to at most ``rows`` rows each (a fixed random subset)."""
+    """``data`` with its QA evaluation splits cut to at most ``rows`` rows each (a fixed random subset); the
+    text splits (used for VerbMem and membership attacks) are kept whole."""
     return DatasetDict(
-        {s: data[s].shuffle(seed=seed).select(range(min(rows, len(data[s])))) for s in demo.EVAL_SPLITS}
+        {
+            s: ds.shuffle(seed=seed).select(range(min(rows, len(ds)))) if s in demo.EVAL_SPLITS else ds
+            for s, ds in data.items()
+        }
     )
 
 
@@ -313,6 +317,10 @@ def run_all(
     data sizes and epoch bound, so changing those trains new ones.
     """
     start = time.perf_counter()
+    if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
+        raise ValueError(
+            f"No TOFU files in {tofu_dir}; pass --tofu-dir DIR (with retain90.json, forget10.json...)."
+        )
     quiet = {"save_strategy": "no", "disable_tqdm": True, "logging_steps": 10_000}
     all_results = []
     for setting in settings:

@@ -86,7 +86,9 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
             assert row["mode"] == mode and row["steps"] == 3
             assert row["cost_vs_retrain"] == pytest.approx(row["seconds"] / res["gold"]["seconds"])
             assert 0 <= row["forget_em"] <= 1 and 0 <= row["retain_rouge"] <= 1
-        assert res["eval_rows"]["retain"] == 6
+        assert (
+            res["eval_rows"]["retain"] == 6 and res["eval_rows"]["forget_text"] == res["sizes"]["forget_text"]
+        )
     default_dir = tmp_path / "work" / "default-p10-h2-e2.0"
     tofu_base = tmp_path / "work" / "tofu-forget01-h1-r1-e1.0"
     assert (default_dir / "methods" / "retain_ft" / "model.safetensors").exists()
@@ -96,6 +98,12 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     assert "### tofu_forget01" in table and "| retain_ft/lora |" in table and "failed: RuntimeError" in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| gold (retrained) |" in capsys.readouterr().out
+
+
+def test_missing_tofu_files_stop_the_run_before_any_training(tmp_path):
+    with pytest.raises(ValueError, match="No TOFU files in"):
+        load_run_all().main(["--quick", "--tofu-dir", str(tmp_path), "--work", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
 
 
 def test_pareto_point_prefers_reported_forget_quality_and_utility():
