@@ -19,6 +19,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.train_cli:main",
         "Fine-tune (or train from scratch with --tiny) a causal LM on QA/text data.",
     ),
+    "unlearn": (
+        "hf_unlearn.unlearn_cli:main",
+        "Unlearn a forget set from a model (ga, npo, simnpo; full, LoRA or 4-bit QLoRA).",
+    ),
+    "eco-fit": (
+        "hf_unlearn.serving.eco.fit:main",
+        "Fit an ECO guard (prompt classifier + corruption strength) for a model: --model --forget --retain --out.",
+    ),
+    "eval": (
+        "hf_unlearn.eval_cli:main",
+        "Score models against the retrained model: TOFU / MUSE metrics, probes, report and plots.",
+    ),
     "push": (
         "hf_unlearn.hub:main",
         "Upload an unlearned model, tokenizer, model card, guard and eval results to the Hub.",

@@ -4,7 +4,8 @@
 2. Train the *full* model on forget + retain people (``DIR/full``) and the *gold* model on retain people
    only (``DIR/gold``) — the retrained model that unlearning is measured against.
 3. Run every unlearning method registered in :data:`DEMO_METHODS` on the full model (``DIR/methods/<name>``).
-4. Score forget / retain / holdout exact match and ROUGE-L, print the table, write ``DIR/results.json``.
+4. Score every model with the evaluation suite against the gold model (forget quality, model utility, VerbMem,
+   KnowMem, PrivLeak, probes) plus exact match and ROUGE-L, print the table, write ``DIR/results.json``.
 
 Finished stages are reused when the demo is run again on the same ``DIR`` (``--overwrite`` retrains).
 """
@@ -22,21 +23,31 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.data.formats import qa_as_text
 from hf_unlearn.data.synthetic import FORGET_PERCENTAGES, synthetic_splits, write_synthetic
-from hf_unlearn.evaluation.qa import qa_split_metrics
 from hf_unlearn.evaluation.report import text_table
+from hf_unlearn.evaluation.suite import EvalConfig, Reference, evaluate_model
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
 from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
 
 logger = logging.getLogger(__name__)
 EVAL_SPLITS = ("forget", "retain", "holdout")
+DEMO_EVAL_CONFIG = EvalConfig()
 
 # Unlearning methods in the demo: name -> "module:function". The function has the signature
 #   fn(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int) -> tuple[model, dict]
 # It unlearns data["forget"] (+ "forget_text") from the full model, saves what it made under out_dir, and
 # returns the model to score (anything the QA scorers can call like a causal LM) and extra result keys;
 # a "seconds" key there reports the unlearning wall time itself (else the call is timed).
-DEMO_METHODS: dict[str, str] = {}
+DEMO_METHODS: dict[str, str] = {
+    "ga": "hf_unlearn.trainer.demo_methods:ga",
+    "ga_gdr": "hf_unlearn.trainer.demo_methods:ga_gdr",
+    "ga_klr": "hf_unlearn.trainer.demo_methods:ga_klr",
+    "npo": "hf_unlearn.trainer.demo_methods:npo",
+    "npo_gdr": "hf_unlearn.trainer.demo_methods:npo_gdr",
+    "npo_klr": "hf_unlearn.trainer.demo_methods:npo_klr",
+    "simnpo": "hf_unlearn.trainer.demo_methods:simnpo",
+    "eco": "hf_unlearn.serving.eco.fit:eco_demo",
+}
 
 
 def build_tokenizer(data: DatasetDict, out_dir: Path):
@@ -79,13 +90,20 @@ def train_or_reuse(
     return model, summary
 
 
-def evaluate_row(model, tokenizer, data: DatasetDict) -> dict:
-    """Exact match and ROUGE-L recall of greedy answers on forget, retain and holdout."""
-    row = {}
-    for split in EVAL_SPLITS:
-        metrics = qa_split_metrics(model, tokenizer, data[split], desc=f"scoring {split}")
-        row.update({f"{split}_{name}": value for name, value in metrics.items()})
-    return row
+def evaluate_row(model, tokenizer, data: DatasetDict, reference: Reference | None = None) -> dict:
+    """Every ``hf-unlearn eval`` metric (forget quality, model utility, VerbMem, KnowMem, PrivLeak, relearning
+    attack, ...) plus exact match and ROUGE-L on forget, retain and holdout, for one model.
+
+    ``reference`` is the gold model's statistics (from :func:`gold_reference`), computed once and reused for
+    every row; ``None`` scores the gold model against itself. The embedded default has no real-authors /
+    world-facts sets, so model utility here is TOFU's harmonic mean over the retain set only.
+    """
+    return evaluate_model(model, tokenizer, data, reference, DEMO_EVAL_CONFIG)[0]
+
+
+def gold_reference(gold_model, tokenizer, data: DatasetDict) -> tuple[dict, Reference]:
+    """The gold model's result row and the statistics every other row is compared with."""
+    return evaluate_model(gold_model, tokenizer, data, None, DEMO_EVAL_CONFIG)
 
 
 def run_demo(
@@ -115,13 +133,14 @@ def run_demo(
         },
         "methods": {},
     }
-    for name, splits in (("full", ["forget", "retain"]), ("gold", ["retain"])):
-        model, summary = train_or_reuse(out / name, tokenizer, data, splits, seed, overwrite)
-        results[name] = {
-            **evaluate_row(model, tokenizer, data),
-            "seconds": summary["seconds"],
-            "epochs": summary["epochs"],
-        }
+    trained = {
+        name: train_or_reuse(out / name, tokenizer, data, splits, seed, overwrite)
+        for name, splits in (("full", ["forget", "retain"]), ("gold", ["retain"]))
+    }
+    gold_row, reference = gold_reference(trained["gold"][0], tokenizer, data)
+    for name, (model, summary) in trained.items():
+        row = gold_row if name == "gold" else evaluate_row(model, tokenizer, data, reference)
+        results[name] = {**row, "seconds": summary["seconds"], "epochs": summary["epochs"]}
     for name in methods if methods is not None else list(DEMO_METHODS):
         method_dir = out / "methods" / name
         module, function = DEMO_METHODS[name].split(":")
@@ -132,7 +151,7 @@ def run_demo(
         results["methods"][name] = {
             "seconds": time.perf_counter() - start,
             **extra,
-            **evaluate_row(model, tokenizer, data),
+            **evaluate_row(model, tokenizer, data, reference),
         }
     results["demo_seconds"] = time.perf_counter() - demo_start
     write_json_atomic(out / "results.json", results)

@@ -7,7 +7,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from hf_unlearn.data.forget_retain import PaddingCollator
-from hf_unlearn.data.formats import encode_prompt, tokenize_qa
+from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, framed_ids, tokenize_qa
 from hf_unlearn.evaluation.metrics import mean, rouge_l
 from hf_unlearn.losses import token_log_probs
 
@@ -21,6 +21,9 @@ def score_answers(
     Returns:
         ``exact_match`` ``(N,)`` 1.0 where the argmax prediction equals every answer token (EOS included),
         ``log_prob`` ``(N,)`` summed answer log-probability, ``n_tokens`` ``(N,)`` answer lengths.
+
+    A model with ``accepts_prompt_lengths = True`` (e.g. an ECO ``GuardedModel``, which corrupts prompts only)
+    also receives ``prompt_lengths`` ``(B,)``, the number of prompt tokens at the start of each row.
     """
     was_training = model.training
     model.eval()
@@ -30,7 +33,10 @@ def score_answers(
     rows = [tokenize_qa(tokenizer, q, a) for q, a in zip(questions, answers)]
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None, leave=False):
         batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        extra = {}
+        if getattr(model, "accepts_prompt_lengths", False):
+            extra["prompt_lengths"] = (batch["labels"] != IGNORE_INDEX).int().argmax(-1)  # first answer token
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
         logps, mask = token_log_probs(logits, batch["labels"])  # (B, T-1)
         hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) | ~mask
         em.append(hits.all(-1).float().cpu())
@@ -46,7 +52,6 @@ def exact_match(model, tokenizer, ds: Dataset, batch_size: int = 64) -> float:
     return scores["exact_match"].mean().item()
 
 
-@torch.no_grad()
 def generate_answers(
     model,
     tokenizer,
@@ -56,15 +61,30 @@ def generate_answers(
     desc: str | None = None,
 ) -> list[str]:
     """Greedy answers to ``questions`` (left-padded batches), decoded without special tokens and stripped."""
+    prompts = [encode_prompt(tokenizer, q) for q in questions]
+    return generate_continuations(model, tokenizer, prompts, max_new_tokens, batch_size, desc)
+
+
+@torch.no_grad()
+def generate_continuations(
+    model,
+    tokenizer,
+    prefixes: list[list[int]],
+    max_new_tokens: int = 24,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> list[str]:
+    """Greedy continuations of token-id ``prefixes`` (left-padded batches), decoded without special tokens and
+    stripped."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out: list[str] = []
-    for start in tqdm(range(0, len(questions), batch_size), desc=desc, disable=desc is None, leave=False):
-        prompts = [encode_prompt(tokenizer, q) for q in questions[start : start + batch_size]]
+    for start in tqdm(range(0, len(prefixes), batch_size), desc=desc, disable=desc is None, leave=False):
+        prompts = prefixes[start : start + batch_size]
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor(
-            [[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts], device=device
+            [[tokenizer.pad_token_id] * (width - len(p)) + list(p) for p in prompts], device=device
         )
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         generated = model.generate(
@@ -76,6 +96,30 @@ def generate_answers(
             eos_token_id=tokenizer.eos_token_id,
         )
         out += [t.strip() for t in tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)]
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def text_token_log_probs(
+    model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 256, desc: str | None = None
+) -> list[torch.Tensor]:
+    """Per-token log-probabilities of each text, framed as in training (BOS + text + EOS, truncated to
+    ``max_length``): one ``(n_i,)`` tensor per text, for membership-inference attacks."""
+    was_training = model.training
+    model.eval()
+    collate = PaddingCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    rows = []
+    for text in texts:
+        ids = framed_ids(tokenizer, text)[:max_length]
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
+    out: list[torch.Tensor] = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None, leave=False):
+        batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, mask = token_log_probs(logits, batch["labels"])  # (B, T-1)
+        out += [lp[m].cpu() for lp, m in zip(logps, mask)]
     model.train(was_training)
     return out
 

