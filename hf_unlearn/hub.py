@@ -446,8 +446,9 @@ def write_model_card(
     }
     _check_no_leak(json.dumps(inputs, ensure_ascii=False, default=str), strings, "the card inputs")
     output_dir.mkdir(parents=True, exist_ok=True)
+    card = _write_card(output_dir, inputs, repo_id, strings)  # raises before writing anything on a leak
     write_json_atomic(output_dir / CARD_INPUTS_FILE, inputs)
-    return _write_card(output_dir, inputs, repo_id, strings)
+    return card
 
 
 def _check_no_leak(text: str, strings: set[str], what: str) -> None:
