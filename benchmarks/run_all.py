@@ -103,7 +103,8 @@ def tofu_splits(
     retain_authors: int | None = None,
     pool_forget_split: str = "forget10",
 ) -> DatasetDict:
-    """forget / retain / holdout (+ ``_text`` per author) for one TOFU forget split, read by path.
+    """forget / retain / holdout (+ ``_text`` per author) and the real_authors / world_facts utility sets for
+    one TOFU forget split, read by path.
 
     The pool is ``retain90 + forget10`` (the original author order), cut to the first ``holdout_authors``
     (holdout), the next ``retain_authors`` (all when None) and the authors of ``pool_forget_split`` (the
@@ -134,6 +135,11 @@ def tofu_splits(
         forget_text=_texts(forget_authors, 0),
         retain_text=_texts(retain, len(forget_authors)),
         holdout_text=_texts(holdout, len(forget_authors) + len(retain)),
+        # TOFU's utility sets (never trained on; scored by the evaluation suite's model utility)
+        **{
+            name: Dataset.from_list(json.loads((tofu_dir / f"{name}_perturbed.json").read_text()))
+            for name in ("real_authors", "world_facts")
+        },
     )
 
 

@@ -74,6 +74,7 @@ def test_tofu_splits_share_one_pool_and_keep_authors_whole(tofu_dir):
     assert not set(f01["forget"]["question"]) & set(f01["retain"]["question"])
     assert not set(f01["holdout"]["question"]) & set(pool(f01))
     assert len(f01["forget_text"]) == 2 and len(f05["retain_text"]) == 13
+    assert (len(f01["real_authors"]), len(f01["world_facts"])) == (100, 117)
     assert f01["forget_text"][0]["text"].startswith(f01["forget"][0]["answer"])
 
 
