@@ -236,9 +236,14 @@ def run_setting(
     return results
 
 
-def pareto_point(row: dict, gold: dict) -> tuple[float, float, str, str]:
-    """(x, y, x label, y label): forget quality vs model utility, or proxies when those are not reported."""
-    if all(isinstance(row.get(k), (int, float)) for k in ("forget_quality", "model_utility")):
+def has_reported_axes(row: dict) -> bool:
+    return all(isinstance(row.get(k), (int, float)) for k in ("forget_quality", "model_utility"))
+
+
+def pareto_point(row: dict, gold: dict, reported: bool | None = None) -> tuple[float, float, str, str]:
+    """(x, y, x label, y label): forget quality vs model utility when ``reported`` (default: when the row has
+    both), else proxies from ROUGE-L."""
+    if has_reported_axes(row) if reported is None else reported:
         return row["forget_quality"], row["model_utility"], "forget quality", "model utility"
     x = 1 - abs(row["forget_rouge"] - gold["forget_rouge"])
     return x, row["retain_rouge"], "1 - |forget ROUGE-L - retrained's| (proxy)", "retain ROUGE-L (proxy)"
@@ -284,8 +289,9 @@ def pareto_plot(all_results: list[dict], path: Path) -> None:
         gold = res["gold"]
         points = [("full", res["full"], None), ("gold", gold, 1.0)]
         points += [(k, r, r["cost_vs_retrain"]) for k, r in res["methods"].items() if "error" not in r]
+        reported = all(has_reported_axes(row) for _, row, _ in points)  # one pair of axes per panel
         for name, row, cost in points:
-            x, y, xlabel, ylabel = pareto_point(row, gold)
+            x, y, xlabel, ylabel = pareto_point(row, gold, reported)
             size = 30 if cost is None else 30 + 300 * min(cost, 3.0)
             ax.scatter([x], [y], s=size, alpha=0.6, marker="s" if cost is None else "o")
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")

@@ -124,6 +124,8 @@ def test_pareto_point_prefers_reported_forget_quality_and_utility():
     assert run_all.pareto_point({"forget_quality": 0.3, "model_utility": 0.6}, gold)[:2] == (0.3, 0.6)
     x, y, xlabel, _ = run_all.pareto_point({"forget_rouge": 0.4, "retain_rouge": 0.8}, gold)
     assert (x, y) == pytest.approx((0.7, 0.8)) and "proxy" in xlabel
+    mixed = {"forget_quality": 0.3, "model_utility": 0.6, "forget_rouge": 0.4, "retain_rouge": 0.8}
+    assert run_all.pareto_point(mixed, gold, reported=False)[:2] == pytest.approx((0.7, 0.8))
 
 
 def forwards_overrides(full_model_dir, data, out_dir, seed, **overrides):
