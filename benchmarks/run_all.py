@@ -295,6 +295,8 @@ def pareto_plot(all_results: list[dict], path: Path) -> None:
             size = 30 if cost is None else 30 + 300 * min(cost, 3.0)
             ax.scatter([x], [y], s=size, alpha=0.6, marker="s" if cost is None else "o")
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if reported and all(row["forget_quality"] > 0 for _, row, _ in points):
+            ax.set_xscale("log")  # forget quality is a p-value: its scale is orders of magnitude
         ax.set(title=res["setting"], xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
     fig.suptitle("Unlearning trade-off (marker area ~ cost relative to retraining; gold = 1)", fontsize=10)
