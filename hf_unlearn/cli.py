@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_unlearn.serving.eco.serve_cli:main",
         "Serve a model behind its ECO guard: OpenAI-compatible API on vLLM (or transformers).",
     ),
+    "push": (
+        "hf_unlearn.hub:main",
+        "Upload an unlearned model, tokenizer, model card, guard and eval results to the Hub.",
+    ),
 }
 
 

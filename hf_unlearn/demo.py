@@ -67,16 +67,28 @@ def build_tokenizer(data: DatasetDict, out_dir: Path):
 
 
 def train_or_reuse(
-    out_dir: Path, tokenizer, data: DatasetDict, splits: list[str], seed: int, overwrite: bool
+    out_dir: Path,
+    tokenizer,
+    data: DatasetDict,
+    splits: list[str],
+    seed: int,
+    overwrite: bool,
+    config_overrides: dict | None = None,
+    with_texts: bool = True,
 ):
-    """Train a tiny model on ``splits`` (QA + bios) into ``out_dir``, or reuse a finished one there."""
+    """Train a tiny model on ``splits`` (QA + bios) into ``out_dir``, or reuse a finished one there.
+
+    ``config_overrides`` are extra :class:`TrainConfig` fields (e.g. a bounded ``num_train_epochs``);
+    ``with_texts=False`` trains on the QA rows only (the ``<split>_text`` sets are then not needed).
+    """
     summary_path = out_dir / SUMMARY_FILE
     if summary_path.exists() and not overwrite:
         logger.info("Reusing the finished model in %s (pass --overwrite to retrain).", out_dir)
         return AutoModelForCausalLM.from_pretrained(out_dir), read_json(summary_path)
     model = build_tiny_llama(tokenizer, seed=seed)
-    args = TrainConfig(output_dir=str(out_dir), seed=seed)
-    summary = train_lm(model, tokenizer, args, [data[s] for s in splits], [data[f"{s}_text"] for s in splits])
+    args = TrainConfig(output_dir=str(out_dir), seed=seed, **(config_overrides or {}))
+    texts = [data[f"{s}_text"] for s in splits] if with_texts else []
+    summary = train_lm(model, tokenizer, args, [data[s] for s in splits], texts)
     return model, summary
 
 

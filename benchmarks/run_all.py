@@ -1,0 +1,440 @@
+"""Benchmark every registered unlearning method on the embedded default and on TOFU forget01/05/10.
+
+Every method in :data:`hf_unlearn.demo.DEMO_METHODS` (``name -> "module:function"``, signature
+``fn(full_model_dir, data, out_dir, seed) -> (model, extra)``) runs on each setting, with full fine-tuning and
+again with LoRA when its function takes ``lora`` (called with ``lora=True``) or forwards ``**overrides`` to its
+``UnlearningConfig`` (called with ``lora_r=--lora-r``). For each setting a tiny Llama is
+trained on forget + retain (the *full* model) and on retain only (the *gold*, retrained model); the method's
+wall time divided by the gold model's training time is its *cost relative to retraining*.
+
+    python benchmarks/run_all.py            # full run -> benchmarks/results/{<setting>.json,table.md,pareto.png}
+    python benchmarks/run_all.py --quick    # <= 20 min on 2 CPU cores -> benchmarks/results/quick/
+
+TOFU (``--tofu-dir``, default ``../shared/data/tofu`` beside the checkout) is read by path. Each TOFU author
+owns 20 consecutive rows of ``retain90 + forget10``; the first ``--tofu-holdout-authors`` authors are never
+trained on (the holdout for membership attacks), all three forget splits share one full model, and with
+``--tofu-retain-authors N`` only N retain authors are used (bounded training, also ``--tofu-epochs``). The tiny
+model needs about 30 epochs to memorise TOFU answers: on 12 authors, 30 epochs gave the full model forget EM
+0.80 / ROUGE-L 0.67 against the retrained model's 0.00 / 0.10; at 8 epochs both were near 0.
+
+The scores come from ``--evaluator`` (``module:function``, ``fn(model, tokenizer, data) -> dict``; default:
+exact match and ROUGE-L on forget / retain / holdout). The Pareto plot uses ``forget_quality`` and
+``model_utility`` when the evaluator reports them, else the proxies named on its axes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from hf_unlearn import demo
+from hf_unlearn.data.synthetic import synthetic_splits
+from hf_unlearn.hub import METRICS
+from hf_unlearn.io import write_json_atomic
+
+logger = logging.getLogger("run_all")
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("default", "tofu_forget01", "tofu_forget05", "tofu_forget10")
+TOFU_AUTHOR_ROWS = 20
+PRESETS = {
+    "full": {
+        "settings": list(SETTINGS),
+        "modes": ["full", "lora"],
+        "people": 200,
+        "holdout": 20,
+        "base_epochs": None,
+        "tofu_holdout_authors": 10,
+        "tofu_retain_authors": 30,
+        "tofu_epochs": 40,
+        "eval_rows": 400,
+    },
+    "quick": {
+        "settings": ["default", "tofu_forget01"],
+        "modes": ["full"],
+        "people": 60,
+        "holdout": 10,
+        "base_epochs": None,
+        "tofu_holdout_authors": 2,
+        "tofu_retain_authors": 10,
+        "tofu_epochs": 30,
+        "eval_rows": 100,
+    },
+}
+EXTRA_COLUMNS = ("seconds", "cost_vs_retrain")
+DEFAULT_EVALUATOR = "hf_unlearn.demo:evaluate_row"
+LORA_R = 8
+
+
+def _call(spec: str):
+    module, function = spec.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _author_blocks(rows: list[dict]) -> list[list[dict]]:
+    return [rows[i : i + TOFU_AUTHOR_ROWS] for i in range(0, len(rows), TOFU_AUTHOR_ROWS)]
+
+
+def _texts(authors: list[list[dict]], offset: int) -> Dataset:
+    """One document per author: their answers joined (TOFU has no bios)."""
+    return Dataset.from_dict(
+        {
+            "text": [" ".join(r["answer"] for r in rows) for rows in authors],
+            "subject": [f"author-{offset + i}" for i in range(len(authors))],
+        }
+    )
+
+
+def _qa(authors: list[list[dict]]) -> Dataset:
+    return Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for a in authors for r in a])
+
+
+def tofu_splits(
+    tofu_dir: Path,
+    forget_split: str,
+    holdout_authors: int,
+    retain_authors: int | None = None,
+    pool_forget_split: str = "forget10",
+) -> DatasetDict:
+    """forget / retain / holdout (+ ``_text`` per author) and the real_authors / world_facts utility sets for
+    one TOFU forget split, read by path.
+
+    The pool is ``retain90 + forget10`` (the original author order), cut to the first ``holdout_authors``
+    (holdout), the next ``retain_authors`` (all when None) and the authors of ``pool_forget_split`` (the
+    largest forget split benchmarked; forget01 is in forget05, which is in forget10). The forget split's
+    authors are forgotten and the other pool authors retained, so the forget splits share one full model.
+    """
+    retain90, pool_forget, forget = (
+        json.loads((tofu_dir / f"{name}.json").read_text())
+        for name in ("retain90", pool_forget_split, forget_split)
+    )
+    others = _author_blocks(retain90)
+    stop = None if retain_authors is None else holdout_authors + retain_authors
+    holdout, kept = others[:holdout_authors], others[holdout_authors:stop] + _author_blocks(pool_forget)
+    forget_questions = {r["question"] for r in forget}
+    forget_authors = [a for a in kept if a[0]["question"] in forget_questions]
+    retain = [a for a in kept if a[0]["question"] not in forget_questions]
+    if sum(len(a) for a in forget_authors) != len(forget) or any(
+        r["question"] in forget_questions for a in retain for r in a
+    ):
+        raise ValueError(
+            f"{tofu_dir / forget_split}.json does not cover whole 20-row author blocks of retain90 + "
+            f"{pool_forget_split}; pass the original TOFU files and a pool split that contains the forget split."
+        )
+    return DatasetDict(
+        forget=Dataset.from_list(forget),
+        retain=_qa(retain),
+        holdout=_qa(holdout),
+        forget_text=_texts(forget_authors, 0),
+        retain_text=_texts(retain, len(forget_authors)),
+        holdout_text=_texts(holdout, len(forget_authors) + len(retain)),
+        # TOFU's utility sets (never trained on; scored by the evaluation suite's model utility)
+        **{
+            name: Dataset.from_list(json.loads((tofu_dir / f"{name}_perturbed.json").read_text()))
+            for name in ("real_authors", "world_facts")
+        },
+    )
+
+
+def _cap(data: DatasetDict, rows: int, seed: int) -> DatasetDict:
+    """``data`` with its QA evaluation splits cut to at most ``rows`` rows each (a fixed random subset); the
+    text splits (used for VerbMem and membership attacks) are kept whole."""
+    return DatasetDict(
+        {
+            s: ds.shuffle(seed=seed).select(range(min(rows, len(ds)))) if s in demo.EVAL_SPLITS else ds
+            for s, ds in data.items()
+        }
+    )
+
+
+def lora_kwargs(spec: str, lora_r: int = LORA_R) -> dict | None:
+    """How to ask a method function for LoRA: ``lora=True`` when it takes ``lora``, ``lora_r=r`` (the
+    ``UnlearningConfig`` field) when it forwards ``**overrides`` to its config, else None (full only)."""
+    params = inspect.signature(_call(spec)).parameters
+    if "lora" in params:
+        return {"lora": True}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return {"lora_r": lora_r}
+    return None
+
+
+def _scorer(evaluator: str, gold_model, tokenizer, eval_data: DatasetDict):
+    """(gold row, ``score(model) -> row``). With ``hf-unlearn eval``'s suite in the demo (``demo.gold_reference``)
+    the gold model's statistics are computed once and every other model is compared with them."""
+    evaluate = _call(evaluator)
+    if evaluator == DEFAULT_EVALUATOR and hasattr(demo, "gold_reference"):
+        gold_row, reference = demo.gold_reference(gold_model, tokenizer, eval_data)
+        return gold_row, lambda model: evaluate(model, tokenizer, eval_data, reference)
+    return evaluate(gold_model, tokenizer, eval_data), lambda model: evaluate(model, tokenizer, eval_data)
+
+
+def run_setting(
+    name: str,
+    data: DatasetDict,
+    base_dir: Path,
+    work: Path,
+    *,
+    methods: list[str],
+    modes: list[str],
+    seed: int,
+    evaluator: str,
+    eval_rows: int,
+    base_overrides: dict,
+    with_texts: bool,
+    lora_r: int = LORA_R,
+) -> dict:
+    """Train (or reuse) the full and gold models of one setting, run every method, return its results."""
+    tokenizer = demo.build_tokenizer(data, base_dir / "tokenizer")
+    eval_data = _cap(data, eval_rows, seed)
+    results: dict = {
+        "setting": name,
+        "sizes": {split: len(ds) for split, ds in data.items()},
+        "eval_rows": {split: len(ds) for split, ds in eval_data.items()},
+        "evaluator": evaluator,
+        "methods": {},
+    }
+    trained = {
+        model_name: demo.train_or_reuse(
+            model_dir, tokenizer, data, splits, seed, False, base_overrides, with_texts
+        )
+        for model_name, splits, model_dir in (
+            ("full", ["forget", "retain"], base_dir / "full"),
+            ("gold", ["retain"], work / "gold"),
+        )
+    }
+    gold_row, score = _scorer(evaluator, trained["gold"][0], tokenizer, eval_data)
+    for model_name, (model, summary) in trained.items():
+        row = gold_row if model_name == "gold" else score(model)
+        results[model_name] = {**row, "seconds": summary["seconds"], "epochs": summary["epochs"]}
+    retrain_seconds = results["gold"]["seconds"]
+    for method in methods:
+        spec = demo.DEMO_METHODS[method]
+        lora = lora_kwargs(spec, lora_r)
+        for mode in [m for m in modes if m == "full" or lora is not None]:
+            key = method if mode == "full" else f"{method}/lora"
+            logger.info("%s: %s", name, key)
+            kwargs = lora if mode == "lora" else {}
+            try:
+                start = time.perf_counter()
+                model, extra = _call(spec)(
+                    base_dir / "full", data, work / "methods" / key.replace("/", "-"), seed, **kwargs
+                )
+                row = {"seconds": time.perf_counter() - start, **extra, "mode": mode}
+                row.update(score(model))
+                row["cost_vs_retrain"] = row["seconds"] / retrain_seconds
+            except Exception as err:  # one failing method must not lose the others' results
+                logger.exception("%s failed on %s", key, name)
+                row = {"mode": mode, "error": f"{type(err).__name__}: {err}"}
+            results["methods"][key] = row
+    return results
+
+
+def has_reported_axes(row: dict) -> bool:
+    return all(isinstance(row.get(k), (int, float)) for k in ("forget_quality", "model_utility"))
+
+
+def pareto_point(row: dict, gold: dict, reported: bool | None = None) -> tuple[float, float, str, str]:
+    """(x, y, x label, y label): forget quality vs model utility when ``reported`` (default: when the row has
+    both), else proxies from ROUGE-L."""
+    if has_reported_axes(row) if reported is None else reported:
+        return row["forget_quality"], row["model_utility"], "forget quality", "model utility"
+    x = 1 - abs(row["forget_rouge"] - gold["forget_rouge"])
+    return x, row["retain_rouge"], "1 - |forget ROUGE-L - retrained's| (proxy)", "retain ROUGE-L (proxy)"
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    keys = {
+        k for row in rows for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    ordered = [k for k in METRICS if k in keys]
+    return ordered + [k for k in EXTRA_COLUMNS if k in keys]
+
+
+def markdown_table(all_results: list[dict]) -> str:
+    """One Markdown table per setting: full, gold, then every method (failures shown with their error)."""
+    out = []
+    for res in all_results:
+        rows = [("full (original)", res["full"]), ("gold (retrained)", res["gold"]), *res["methods"].items()]
+        cols = _columns([r for _, r in rows])
+        out += [f"### {res['setting']}", "", "| model | " + " | ".join(cols) + " |"]
+        out.append("|---" * (len(cols) + 1) + "|")
+        for name, row in rows:
+            if "error" in row:
+                out.append(
+                    f"| {name} | failed: {row['error'][:80].replace('|', '/')} |" + " |" * (len(cols) - 1)
+                )
+                continue
+            cells = [f"{row[c]:.3g}" if isinstance(row.get(c), (int, float)) else "-" for c in cols]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def pareto_plot(all_results: list[dict], path: Path) -> None:
+    """Forget quality (x) vs utility (y) per setting; marker area grows with cost relative to retraining."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_results), figsize=(5 * len(all_results), 4.5), squeeze=False)
+    for ax, res in zip(axes[0], all_results):
+        gold = res["gold"]
+        points = [("full", res["full"], None), ("gold", gold, 1.0)]
+        points += [(k, r, r["cost_vs_retrain"]) for k, r in res["methods"].items() if "error" not in r]
+        reported = all(has_reported_axes(row) for _, row, _ in points)  # one pair of axes per panel
+        for name, row, cost in points:
+            x, y, xlabel, ylabel = pareto_point(row, gold, reported)
+            size = 30 if cost is None else 30 + 300 * min(cost, 3.0)
+            ax.scatter([x], [y], s=size, alpha=0.6, marker="s" if cost is None else "o")
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if reported and all(row["forget_quality"] > 0 for _, row, _ in points):
+            ax.set_xscale("log")  # forget quality is a p-value: its scale is orders of magnitude
+        ax.set(title=res["setting"], xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Unlearning trade-off (marker area ~ cost relative to retraining; gold = 1)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_all(
+    out: Path,
+    work: Path,
+    *,
+    settings: list[str],
+    methods: list[str],
+    modes: list[str],
+    seed: int,
+    evaluator: str,
+    people: int,
+    holdout: int,
+    base_epochs: float | None,
+    tofu_dir: Path,
+    tofu_holdout_authors: int,
+    tofu_retain_authors: int | None,
+    tofu_epochs: float,
+    eval_rows: int,
+    lora_r: int = LORA_R,
+) -> list[dict]:
+    """Run every setting, write ``out/<setting>.json``, ``out/table.md`` and ``out/pareto.png``.
+
+    Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
+    data sizes and epoch bound, so changing those trains new ones.
+    """
+    start = time.perf_counter()
+    if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
+        raise ValueError(
+            f"No TOFU files in {tofu_dir}; pass --tofu-dir DIR (with retain90.json, forget10.json...)."
+        )
+    quiet = {"save_strategy": "no", "disable_tqdm": True, "logging_steps": 10_000}
+    all_results = []
+    for setting in settings:
+        if setting == "default":
+            data = synthetic_splits(n_people=people, n_holdout=holdout, forget_pct=10, seed=seed)
+            base_dir, overrides, with_texts = (
+                work / f"default-p{people}-h{holdout}-e{base_epochs}",
+                dict(quiet),
+                True,
+            )
+            if base_epochs is not None:
+                overrides["num_train_epochs"] = base_epochs
+            setting_dir = base_dir
+        elif setting.startswith("tofu_"):
+            split = setting.removeprefix("tofu_")
+            pool = max(s for s in settings if s.startswith("tofu_")).removeprefix("tofu_")
+            data = tofu_splits(tofu_dir, split, tofu_holdout_authors, tofu_retain_authors, pool)
+            retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
+            base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}"
+            with_texts = False
+            overrides = {**quiet, "num_train_epochs": tofu_epochs}
+            setting_dir = base_dir / split
+        else:
+            raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")
+        res = run_setting(
+            setting,
+            data,
+            base_dir,
+            setting_dir,
+            methods=methods,
+            modes=modes,
+            seed=seed,
+            evaluator=evaluator,
+            eval_rows=eval_rows,
+            base_overrides=overrides,
+            with_texts=with_texts,
+            lora_r=lora_r,
+        )
+        write_json_atomic(out / f"{setting}.json", res)
+        all_results.append(res)
+    (out / "table.md").write_text(markdown_table(all_results))
+    pareto_plot(all_results, out / "pareto.png")
+    write_json_atomic(
+        out / "run.json",
+        {
+            "command": " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
+            "seconds": time.perf_counter() - start,
+        },
+    )
+    return all_results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="Small preset: <= 20 min on 2 CPU cores.")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Results dir (default benchmarks/results[/quick])."
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="Models dir (default runs/benchmarks[-quick])."
+    )
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=None, help="Settings to run.")
+    parser.add_argument("--methods", nargs="*", default=None, help="Methods (default: every registered one).")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("full", "lora"),
+        default=None,
+        help="full and/or lora (quick: full only).",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
+    parser.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
+    parser.add_argument("--tofu-dir", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
+    for name, kind in (("people", int), ("holdout", int), ("base-epochs", float), ("tofu-holdout-authors", int),
+                       ("tofu-retain-authors", int), ("tofu-epochs", float), ("eval-rows", int)):  # fmt: skip
+        parser.add_argument(f"--{name}", type=kind, default=None, help="Override the preset's value.")
+    args = parser.parse_args(argv)
+    preset = dict(PRESETS["quick" if args.quick else "full"])
+    for key in preset:
+        if getattr(args, key, None) is not None:
+            preset[key] = getattr(args, key)
+    methods = list(demo.DEMO_METHODS) if args.methods is None else args.methods
+    unknown = sorted(set(methods) - set(demo.DEMO_METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; registered: {sorted(demo.DEMO_METHODS)}")
+    suffix = "quick" if args.quick else ""
+    out = args.out or ROOT / "benchmarks" / "results" / suffix
+    work = args.work or ROOT / "runs" / ("benchmarks-quick" if args.quick else "benchmarks")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    results = run_all(
+        out, work, methods=methods, seed=args.seed, evaluator=args.evaluator,
+        tofu_dir=args.tofu_dir, lora_r=args.lora_r, **preset,
+    )  # fmt: skip
+    print(markdown_table(results))
+    print(f"Wrote {out}/{{{','.join(r['setting'] for r in results)}}}.json, table.md, pareto.png")
+    return int(any("error" in r for res in results for r in res["methods"].values()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""``benchmarks/run_all.py`` over the method registry, with a tiny method registered here (a few steps of
+retain fine-tuning, full or LoRA) and one that fails, on very small default and TOFU settings."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_unlearn import demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_run_all():
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def retain_finetune(full_model_dir, data, out_dir, seed, lora=False):
+    """A toy 'method': three steps of fine-tuning on the retain set (LoRA adapters when ``lora``)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_unlearn.train import TrainConfig, train_lm
+
+    model = AutoModelForCausalLM.from_pretrained(full_model_dir)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    args = TrainConfig(
+        output_dir=str(out_dir),
+        max_steps=3,
+        seed=seed,
+        save_strategy="no",
+        disable_tqdm=True,
+        target_exact_match=0,
+    )
+    summary = train_lm(model, AutoTokenizer.from_pretrained(full_model_dir), args, [data["retain"]])
+    return model, {"steps": summary["steps"], "seconds": summary["seconds"]}
+
+
+def qa_scores(model, tokenizer, data):
+    """A cheap scorer for these tests (the full evaluation suite is tested with the evaluation issue)."""
+    from hf_unlearn.evaluation.qa import qa_split_metrics
+
+    return {
+        f"{split}_{name}": value
+        for split in ("forget", "retain", "holdout")
+        for name, value in qa_split_metrics(model, tokenizer, data[split]).items()
+    }
+
+
+def broken(full_model_dir, data, out_dir, seed):
+    raise RuntimeError("this method always fails")
+
+
+def pool(splits) -> list[str]:
+    return sorted(list(splits["forget"]["question"]) + list(splits["retain"]["question"]))
+
+
+def test_tofu_splits_share_one_pool_and_keep_authors_whole(tofu_dir):
+    run_all = load_run_all()
+    f01 = run_all.tofu_splits(tofu_dir, "forget01", holdout_authors=1, retain_authors=3)
+    f05 = run_all.tofu_splits(tofu_dir, "forget05", holdout_authors=1, retain_authors=3)
+    assert (len(f01["forget"]), len(f01["retain"]), len(f01["holdout"])) == (40, (3 + 18) * 20, 20)
+    alone = run_all.tofu_splits(tofu_dir, "forget01", 1, 3, pool_forget_split="forget01")
+    assert (len(alone["forget"]), len(alone["retain"])) == (40, 3 * 20)
+    with pytest.raises(ValueError, match="pool split that contains the forget split"):
+        run_all.tofu_splits(tofu_dir, "forget05", 1, 3, pool_forget_split="forget01")
+    assert (len(f05["forget"]), len(f05["retain"]), len(f05["holdout"])) == (200, (3 + 10) * 20, 20)
+    assert pool(f01) == pool(f05)
+    assert not set(f01["forget"]["question"]) & set(f01["retain"]["question"])
+    assert not set(f01["holdout"]["question"]) & set(pool(f01))
+    assert len(f01["forget_text"]) == 2 and len(f05["retain_text"]) == 13
+    assert (len(f01["real_authors"]), len(f01["world_facts"])) == (100, 117)
+    assert f01["forget_text"][0]["text"].startswith(f01["forget"][0]["answer"])
+
+
+def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsys):
+    registry = {"retain_ft": "test_benchmarks:retain_finetune", "broken": "test_benchmarks:broken"}
+    monkeypatch.setattr(demo, "DEMO_METHODS", registry)  # only these two, whatever is registered on main
+    run_all = load_run_all()
+    out = tmp_path / "results"
+    code = run_all.main(
+        ["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--people", "10", "--holdout", "2",
+         "--base-epochs", "2", "--tofu-holdout-authors", "1", "--tofu-retain-authors", "1", "--tofu-epochs", "1",
+         "--eval-rows", "6", "--modes", "full", "lora", "--evaluator", "test_benchmarks:qa_scores"]
+    )  # fmt: skip
+    assert code == 1  # the broken method is reported, the others still ran
+    for setting in ("default", "tofu_forget01"):
+        res = json.loads((out / f"{setting}.json").read_text())
+        assert set(res["methods"]) == {"retain_ft", "retain_ft/lora", "broken"}
+        assert res["methods"]["broken"]["error"] == "RuntimeError: this method always fails"
+        for key, mode in (("retain_ft", "full"), ("retain_ft/lora", "lora")):
+            row = res["methods"][key]
+            assert row["mode"] == mode and row["steps"] == 3
+            assert row["cost_vs_retrain"] == pytest.approx(row["seconds"] / res["gold"]["seconds"])
+            assert 0 <= row["forget_em"] <= 1 and 0 <= row["retain_rouge"] <= 1
+        assert (
+            res["eval_rows"]["retain"] == 6 and res["eval_rows"]["forget_text"] == res["sizes"]["forget_text"]
+        )
+    default_dir = tmp_path / "work" / "default-p10-h2-e2.0"
+    tofu_base = tmp_path / "work" / "tofu-forget01-h1-r1-e1.0"
+    assert (default_dir / "methods" / "retain_ft" / "model.safetensors").exists()
+    assert (tofu_base / "forget01" / "methods" / "retain_ft-lora" / "adapter_config.json").exists()
+    assert (tofu_base / "full" / "model.safetensors").exists() and (tofu_base / "forget01" / "gold").is_dir()
+    table = (out / "table.md").read_text()
+    assert "### tofu_forget01" in table and "| retain_ft/lora |" in table and "failed: RuntimeError" in table
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| gold (retrained) |" in capsys.readouterr().out
+
+
+def test_missing_tofu_files_stop_the_run_before_any_training(tmp_path):
+    with pytest.raises(ValueError, match="No TOFU files in"):
+        load_run_all().main(["--quick", "--tofu-dir", str(tmp_path), "--work", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
+
+
+def test_pareto_point_prefers_reported_forget_quality_and_utility():
+    run_all = load_run_all()
+    gold = {"forget_rouge": 0.1, "retain_rouge": 0.9}
+    assert run_all.pareto_point({"forget_quality": 0.3, "model_utility": 0.6}, gold)[:2] == (0.3, 0.6)
+    x, y, xlabel, _ = run_all.pareto_point({"forget_rouge": 0.4, "retain_rouge": 0.8}, gold)
+    assert (x, y) == pytest.approx((0.7, 0.8)) and "proxy" in xlabel
+    mixed = {"forget_quality": 0.3, "model_utility": 0.6, "forget_rouge": 0.4, "retain_rouge": 0.8}
+    assert run_all.pareto_point(mixed, gold, reported=False)[:2] == pytest.approx((0.7, 0.8))
+
+
+def forwards_overrides(full_model_dir, data, out_dir, seed, **overrides):
+    return None, overrides
+
+
+def test_lora_runs_are_requested_the_way_each_method_accepts_them():
+    run_all = load_run_all()
+    assert run_all.lora_kwargs("test_benchmarks:retain_finetune") == {"lora": True}
+    assert run_all.lora_kwargs("test_benchmarks:forwards_overrides", lora_r=4) == {"lora_r": 4}
+    assert run_all.lora_kwargs("test_benchmarks:broken") is None
+
+
+def test_every_model_is_scored_against_the_gold_reference_when_the_suite_offers_one(monkeypatch):
+    run_all = load_run_all()
+    references = []
+
+    def evaluate_row(model, tokenizer, data, reference=None):
+        references.append(reference)
+        return {"model": model}
+
+    monkeypatch.setattr(demo, "evaluate_row", evaluate_row)
+    monkeypatch.setattr(demo, "gold_reference", lambda m, t, d: ({"model": m}, "gold-stats"), raising=False)
+    gold_row, score = run_all._scorer(run_all.DEFAULT_EVALUATOR, "gold", None, None)
+    assert gold_row == {"model": "gold"} and score("npo") == {"model": "npo"} and references == ["gold-stats"]
+    monkeypatch.delattr(demo, "gold_reference")
+    gold_row, score = run_all._scorer(run_all.DEFAULT_EVALUATOR, "gold", None, None)
+    assert score("npo") == {"model": "npo"} and references == ["gold-stats", None, None]
