@@ -199,6 +199,9 @@ def test_dp_stage_then_sequential_deletions(small_splits, tiny_tokenizer, tmp_pa
     assert first["privacy"]["epsilon"] == pytest.approx(privacy["epsilon"])
     assert json.loads((tmp_path / "request-1" / DELETION_FILE).read_text())["requests"] == first["requests"]
     assert all(person not in json.dumps(first) for person in set(small_splits["forget"]["subject"]))
+    card = (tmp_path / "request-1" / "README.md").read_text()
+    assert "dp2" in card.lower() and f"{privacy['epsilon']:.3g}"[:3] in card
+    assert all(person not in card for person in set(small_splits["forget"]["subject"]))
 
     person = small_splits["retain"]["subject"][0]
     _, second = trainer.unlearn(small_splits["retain"].filter(lambda r: r["subject"] == person))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from hf_unlearn.evaluation.qa import exact_match
+from hf_unlearn.hub import forget_fingerprint
 from hf_unlearn.models import load_model_and_tokenizer
 from hf_unlearn.trainer.base_config import UnlearningConfig
 from hf_unlearn.trainer.grad_ascent_config import GradientAscentConfig
@@ -124,6 +126,14 @@ def test_lora_trains_only_adapters(method, memorised_model_dir, small_splits, tm
     assert exact_match(trainer.model, tok, small_splits["forget"]) < 0.5
     out = trainer.save_unlearned(tmp_path / "adapters")
     assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    # saving writes the model card: method with its regulariser, the forget-set fingerprint, no forget text
+    card = ModelCard.load(out / "README.md")
+    assert (
+        f"{method}_klr" in card.content
+        and forget_fingerprint(small_splits["forget"])["sha256"] in card.content
+    )
+    assert not any(q in card.content for q in small_splits["forget"]["question"])
+    assert not any(s in card.content for s in small_splits["forget"]["subject"])
 
 
 def test_qlora_4bit_completes_on_cpu_and_merges(memorised_model_dir, small_splits, tmp_path):

@@ -67,6 +67,17 @@ def pad_to_width(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) 
     return out
 
 
+def write_card_or_warn(output_dir: Path, **card) -> None:
+    """Write the model card beside a saved model; a card that cannot be written safely is skipped with a
+    warning (the model is already saved, and a card that would leak forget-set text must not exist)."""
+    from hf_unlearn.hub import write_model_card
+
+    try:
+        write_model_card(output_dir, **card)
+    except ValueError as err:
+        logger.warning("Model card not written for %s: %s", output_dir, err)
+
+
 def resolve_model(model, processing_class, args: UnlearningConfig):
     """Load ``model`` when it is a path (quantized as ``args`` asks) and return it with a tokenizer that has a
     pad token.
@@ -116,6 +127,8 @@ class UnlearningTrainer(Trainer):
     #: whether :meth:`forget_loss` needs the reference model's sequence log-probs of the forget batch
     #: (``forget["ref_logps"]``); NPO sets it.
     uses_forget_reference: bool = False
+    # the method's name on model cards (see hf_unlearn.hub.METHODS); subclasses set it
+    method_name: str = "unlearning"
 
     def __init__(
         self,
@@ -138,6 +151,8 @@ class UnlearningTrainer(Trainer):
             )
         if forget_dataset is None:
             raise ValueError("forget_dataset is required: the rows to unlearn.")
+        # the rows whose fingerprint goes on the model card (a subclass may have set the original rows)
+        self.card_forget_rows = getattr(self, "card_forget_rows", forget_dataset)
         if retain_dataset is None and args.regularizer != "none":
             raise ValueError(
                 f"regularizer={args.regularizer!r} needs a retain_dataset; pass one or use regularizer='none'."
@@ -384,4 +399,18 @@ class UnlearningTrainer(Trainer):
         if not self.is_world_process_zero():
             return output_dir
         model = self.accelerator.unwrap_model(self.model)
-        return save_unlearned(model, self.processing_class, output_dir, merge=self.args.merge_adapters)
+        saved = save_unlearned(model, self.processing_class, output_dir, merge=self.args.merge_adapters)
+        write_card_or_warn(
+            saved,
+            method=self.card_method,
+            config=self.args,
+            forget_dataset=self.card_forget_rows,
+            base_model=getattr(model.config, "_name_or_path", None) or None,
+        )
+        return saved
+
+    @property
+    def card_method(self) -> str:
+        """The method's name on the model card: ``method_name`` plus the regulariser (``npo_gdr``)."""
+        regularizer = self.args.regularizer
+        return self.method_name if regularizer == "none" else f"{self.method_name}_{regularizer}"

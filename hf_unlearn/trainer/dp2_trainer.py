@@ -33,6 +33,7 @@ from hf_unlearn.data.formats import framed_ids, qa_as_text
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.losses import token_log_probs
 from hf_unlearn.train import train_lm
+from hf_unlearn.trainer.base_trainer import write_card_or_warn
 from hf_unlearn.trainer.dp2_config import ACCOUNTANTS, PRIVACY_UNITS, DP2Config
 
 logger = logging.getLogger(__name__)
@@ -505,6 +506,13 @@ class DP2Trainer:
         # rows this request removed (earlier requests' rows are already out of retain_rows)
         record["removed_rows"] = removed
         write_json_atomic(out / DELETION_FILE, record)
+        write_card_or_warn(
+            out,
+            method="dp2",
+            config=args,
+            forget_dataset={f"request-{k + 1}": rows for k, rows in enumerate(self._forgotten)},
+            privacy={k: v for k, v in record["privacy"].items() if isinstance(v, (int, float, str))},
+        )
         return model, record
 
 

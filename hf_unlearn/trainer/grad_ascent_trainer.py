@@ -9,5 +9,7 @@ from hf_unlearn.trainer.base_trainer import UnlearningTrainer
 class GradientAscentTrainer(UnlearningTrainer):
     """Gradient ascent on the forget set; the regulariser comes from ``GradientAscentConfig.regularizer``."""
 
+    method_name = "ga"
+
     def forget_loss(self, model, forget, logits, logps, counts):
         return ga_loss(logps, counts)

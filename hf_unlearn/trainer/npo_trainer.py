@@ -9,6 +9,8 @@ from hf_unlearn.trainer.base_trainer import UnlearningTrainer
 class NPOTrainer(UnlearningTrainer):
     """NPO against the reference model's sequence log-probs (cached before training by default)."""
 
+    method_name = "npo"
+
     uses_forget_reference = True
 
     def forget_loss(self, model, forget, logits, logps, counts):
@@ -19,6 +21,8 @@ class NPOTrainer(UnlearningTrainer):
 
 class SimNPOTrainer(UnlearningTrainer):
     """SimNPO: no reference model, length-normalised sequence log-probs and a margin ``gamma``."""
+
+    method_name = "simnpo"
 
     def forget_loss(self, model, forget, logits, logps, counts):
         return simnpo_loss(logps, counts, self.args.beta, self.args.gamma)

@@ -58,6 +58,8 @@ class WHPTrainer(UnlearningTrainer):
         term_dictionary: the dictionary used; ``term_kinds`` and ``term_scores`` when it was mined.
     """
 
+    method_name = "whp"
+
     def __init__(
         self,
         model,
@@ -77,6 +79,7 @@ class WHPTrainer(UnlearningTrainer):
         if forget_dataset is None:
             raise ValueError("forget_dataset is required: the rows to unlearn.")
         self.term_dictionary, self.term_kinds, self.term_scores = {}, {}, {}
+        self.card_forget_rows = forget_dataset  # fingerprint the original rows, not the relabeled ones
         if "target_ids" not in forget_dataset.column_names:
             model, processing_class = resolve_model(model, processing_class, args)
             if retain_dataset is not None:
