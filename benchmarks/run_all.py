@@ -38,7 +38,7 @@ from datasets import Dataset, DatasetDict
 from hf_unlearn import demo
 from hf_unlearn.data.synthetic import synthetic_splits
 from hf_unlearn.hub import METRICS
-from hf_unlearn.io import write_json_atomic
+from hf_unlearn.io import read_json, write_json_atomic
 
 logger = logging.getLogger("run_all")
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,29 @@ PRESETS = {
 EXTRA_COLUMNS = ("seconds", "cost_vs_retrain")
 DEFAULT_EVALUATOR = "hf_unlearn.demo:evaluate_row"
 LORA_R = 8
+# Per setting family ("default", "tofu"), keyword arguments for a row ("<method>" or "<method>/lora") on top of
+# the demo's settings (tuned on the embedded default with full fine-tuning). Learning rates for the other
+# combinations are chosen by benchmarks/tune_settings.py and read from TUNING_FILE; the fixed ones are here.
+FIXED_OVERRIDES = {
+    "tofu": {"dp2": {"subject_column": "author"}}
+}  # TOFU's `subject` is an entity, not a person
+TUNING_FILE = ROOT / "benchmarks" / "results" / "tuning.json"
+
+
+def family(setting: str) -> str:
+    return "tofu" if setting.startswith("tofu_") else setting
+
+
+def row_overrides(setting: str, tuning_file: Path | None = TUNING_FILE) -> dict[str, dict]:
+    """``row -> keyword overrides`` for ``setting``: :data:`FIXED_OVERRIDES` plus the tuned ones in
+    ``tuning_file`` (its ``chosen[family][row]``; none when the file is absent or ``None``)."""
+    tuned = (
+        read_json(tuning_file)["chosen"].get(family(setting), {})
+        if tuning_file and tuning_file.exists()
+        else {}
+    )
+    fixed = FIXED_OVERRIDES.get(family(setting), {})
+    return {row: {**fixed.get(row, {}), **tuned.get(row, {})} for row in {*fixed, *tuned}}
 
 
 def _call(spec: str):
@@ -84,16 +107,23 @@ def _author_blocks(rows: list[dict]) -> list[list[dict]]:
 
 def _texts(authors: list[list[dict]], offset: int) -> Dataset:
     """One document per author: their answers joined (TOFU has no bios)."""
+    names = [f"author-{offset + i}" for i in range(len(authors))]
     return Dataset.from_dict(
-        {
-            "text": [" ".join(r["answer"] for r in rows) for rows in authors],
-            "subject": [f"author-{offset + i}" for i in range(len(authors))],
-        }
+        {"text": [" ".join(r["answer"] for r in rows) for rows in authors], "subject": names, "author": names}
     )
 
 
-def _qa(authors: list[list[dict]]) -> Dataset:
-    return Dataset.from_list([{"question": r["question"], "answer": r["answer"]} for a in authors for r in a])
+def _with_author(authors: list[list[dict]], offset: int, columns: tuple[str, ...] = ("question", "answer")):
+    """The QA rows of ``authors`` (only ``columns``) with an ``author`` column: TOFU's ``subject`` column names an
+    entity of each question (a city, a book), which the ECO guard matches; DP2's subject-level privacy unit and
+    its deletion requests need the person, so they use ``author`` (``subject_column="author"``)."""
+    return Dataset.from_list(
+        [
+            {**{c: r[c] for c in columns}, "author": f"author-{offset + i}"}
+            for i, a in enumerate(authors)
+            for r in a
+        ]
+    )
 
 
 def tofu_splits(
@@ -129,9 +159,9 @@ def tofu_splits(
             f"{pool_forget_split}; pass the original TOFU files and a pool split that contains the forget split."
         )
     return DatasetDict(
-        forget=Dataset.from_list(forget),
-        retain=_qa(retain),
-        holdout=_qa(holdout),
+        forget=_with_author(forget_authors, 0, tuple(forget[0])),
+        retain=_with_author(retain, len(forget_authors)),
+        holdout=_with_author(holdout, len(forget_authors) + len(retain)),
         forget_text=_texts(forget_authors, 0),
         retain_text=_texts(retain, len(forget_authors)),
         holdout_text=_texts(holdout, len(forget_authors) + len(retain)),
@@ -189,8 +219,12 @@ def run_setting(
     base_overrides: dict,
     with_texts: bool,
     lora_r: int = LORA_R,
+    overrides: dict[str, dict] | None = None,
 ) -> dict:
-    """Train (or reuse) the full and gold models of one setting, run every method, return its results."""
+    """Train (or reuse) the full and gold models of one setting, run every method, return its results.
+
+    ``overrides`` maps a row (``"<method>"`` or ``"<method>/lora"``) to extra keyword arguments for its method
+    function (see :func:`row_overrides`); they are recorded in the row as ``overrides``."""
     tokenizer = demo.build_tokenizer(data, base_dir / "tokenizer")
     eval_data = _cap(data, eval_rows, seed)
     results: dict = {
@@ -220,13 +254,13 @@ def run_setting(
         for mode in [m for m in modes if m == "full" or lora is not None]:
             key = method if mode == "full" else f"{method}/lora"
             logger.info("%s: %s", name, key)
-            kwargs = lora if mode == "lora" else {}
+            kwargs = {**(lora if mode == "lora" else {}), **(overrides or {}).get(key, {})}
             try:
                 start = time.perf_counter()
                 model, extra = _call(spec)(
                     base_dir / "full", data, work / "methods" / key.replace("/", "-"), seed, **kwargs
                 )
-                row = {"seconds": time.perf_counter() - start, **extra, "mode": mode}
+                row = {"seconds": time.perf_counter() - start, **extra, "mode": mode, "overrides": kwargs}
                 row.update(score(model))
                 row["cost_vs_retrain"] = row["seconds"] / retrain_seconds
             except Exception as err:  # one failing method must not lose the others' results
@@ -306,6 +340,39 @@ def pareto_plot(all_results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def setting_inputs(
+    setting: str,
+    work: Path,
+    *,
+    settings: list[str],
+    seed: int,
+    people: int,
+    holdout: int,
+    base_epochs: float | None,
+    tofu_dir: Path,
+    tofu_holdout_authors: int,
+    tofu_retain_authors: int | None,
+    tofu_epochs: float,
+) -> tuple[DatasetDict, Path, Path, dict, bool]:
+    """(data, base dir of the full model and tokenizer, this setting's work dir, training overrides, whether to
+    train on the ``<split>_text`` documents) for ``setting``. TOFU splits share the full model of the largest TOFU
+    split in ``settings``."""
+    quiet = {"save_strategy": "no", "disable_tqdm": True, "logging_steps": 10_000}
+    if setting == "default":
+        data = synthetic_splits(n_people=people, n_holdout=holdout, forget_pct=10, seed=seed)
+        base_dir = work / f"default-p{people}-h{holdout}-e{base_epochs}"
+        epochs = {} if base_epochs is None else {"num_train_epochs": base_epochs}
+        return data, base_dir, base_dir, {**quiet, **epochs}, True
+    if setting.startswith("tofu_"):
+        split = setting.removeprefix("tofu_")
+        pool = max(s for s in settings if s.startswith("tofu_")).removeprefix("tofu_")
+        data = tofu_splits(tofu_dir, split, tofu_holdout_authors, tofu_retain_authors, pool)
+        retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
+        base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}"
+        return data, base_dir, base_dir / split, {**quiet, "num_train_epochs": tofu_epochs}, False
+    raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")
+
+
 def run_all(
     out: Path,
     work: Path,
@@ -315,17 +382,16 @@ def run_all(
     modes: list[str],
     seed: int,
     evaluator: str,
-    people: int,
-    holdout: int,
-    base_epochs: float | None,
     tofu_dir: Path,
-    tofu_holdout_authors: int,
-    tofu_retain_authors: int | None,
-    tofu_epochs: float,
     eval_rows: int,
     lora_r: int = LORA_R,
+    tuning_file: Path | None = TUNING_FILE,
+    **sizes,
 ) -> list[dict]:
     """Run every setting, write ``out/<setting>.json``, ``out/table.md`` and ``out/pareto.png``.
+
+    ``sizes`` are :func:`setting_inputs`' data sizes and epoch bounds (``people``, ``holdout``, ``base_epochs``,
+    ``tofu_holdout_authors``, ``tofu_retain_authors``, ``tofu_epochs``).
 
     Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
     data sizes and epoch bound, so changing those trains new ones.
@@ -335,30 +401,11 @@ def run_all(
         raise ValueError(
             f"No TOFU files in {tofu_dir}; pass --tofu-dir DIR (with retain90.json, forget10.json...)."
         )
-    quiet = {"save_strategy": "no", "disable_tqdm": True, "logging_steps": 10_000}
     all_results = []
     for setting in settings:
-        if setting == "default":
-            data = synthetic_splits(n_people=people, n_holdout=holdout, forget_pct=10, seed=seed)
-            base_dir, overrides, with_texts = (
-                work / f"default-p{people}-h{holdout}-e{base_epochs}",
-                dict(quiet),
-                True,
-            )
-            if base_epochs is not None:
-                overrides["num_train_epochs"] = base_epochs
-            setting_dir = base_dir
-        elif setting.startswith("tofu_"):
-            split = setting.removeprefix("tofu_")
-            pool = max(s for s in settings if s.startswith("tofu_")).removeprefix("tofu_")
-            data = tofu_splits(tofu_dir, split, tofu_holdout_authors, tofu_retain_authors, pool)
-            retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
-            base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}"
-            with_texts = False
-            overrides = {**quiet, "num_train_epochs": tofu_epochs}
-            setting_dir = base_dir / split
-        else:
-            raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")
+        data, base_dir, setting_dir, overrides, with_texts = setting_inputs(
+            setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
+        )
         res = run_setting(
             setting,
             data,
@@ -372,6 +419,7 @@ def run_all(
             base_overrides=overrides,
             with_texts=with_texts,
             lora_r=lora_r,
+            overrides=row_overrides(setting, tuning_file),
         )
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)
@@ -410,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
     parser.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
+    parser.add_argument(
+        "--tuning",
+        type=Path,
+        default=TUNING_FILE,
+        help="Learning rates chosen by benchmarks/tune_settings.py (default results/tuning.json; a missing "
+        "file means the demo's settings everywhere).",
+    )
     parser.add_argument("--tofu-dir", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
     for name, kind in (("people", int), ("holdout", int), ("base-epochs", float), ("tofu-holdout-authors", int),
                        ("tofu-retain-authors", int), ("tofu-epochs", float), ("eval-rows", int)):  # fmt: skip
@@ -429,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = run_all(
         out, work, methods=methods, seed=args.seed, evaluator=args.evaluator,
-        tofu_dir=args.tofu_dir, lora_r=args.lora_r, **preset,
+        tofu_dir=args.tofu_dir, lora_r=args.lora_r, tuning_file=args.tuning, **preset,
     )  # fmt: skip
     print(markdown_table(results))
     print(f"Wrote {out}/{{{','.join(r['setting'] for r in results)}}}.json, table.md, pareto.png")

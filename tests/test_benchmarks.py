@@ -76,6 +76,11 @@ def test_tofu_splits_share_one_pool_and_keep_authors_whole(tofu_dir):
     assert len(f01["forget_text"]) == 2 and len(f05["retain_text"]) == 13
     assert (len(f01["real_authors"]), len(f01["world_facts"])) == (100, 117)
     assert f01["forget_text"][0]["text"].startswith(f01["forget"][0]["answer"])
+    # one `author` per 20-row block on QA and text rows alike (DP2's privacy unit); TOFU's own columns stay
+    assert f01["forget"].column_names[:-1] == list(json.loads((tofu_dir / "forget01.json").read_text())[0])
+    authors = list(f05["forget"]["author"]) + list(f05["retain"]["author"])
+    assert len(set(authors)) == 23 and all(authors.count(a) == 20 for a in set(authors))
+    assert set(f05["retain"]["author"]) == set(f05["retain_text"]["author"])
 
 
 def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsys):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, format_prompt, tokenize_qa
-from hf_unlearn.evaluation.qa import exact_match, generate_answers, score_answers
-from hf_unlearn.losses import sequence_log_probs
+from hf_unlearn.data.formats import format_prompt
+from hf_unlearn.data.synthetic import synthetic_splits
 from hf_unlearn.serving.eco.classifier import (
+    SCREEN_FILE,
     ClassifierConfig,
     PromptClassifier,
     SentenceEncoder,
@@ -27,13 +25,6 @@ from hf_unlearn.serving.eco.corruption import (
     shuffle,
     sign_flip,
     zero_out,
-)
-from hf_unlearn.serving.eco.guard import (
-    ECOGuard,
-    GuardConfig,
-    GuardedModel,
-    input_embedding_weight,
-    subject_token_mask,
 )
 from hf_unlearn.serving.eco.optimize import zeroth_order_search
 
@@ -146,102 +137,56 @@ def test_classifier_calibration_and_round_trip(small_splits, tiny_tokenizer, enc
     probe = fmt(forget["paraphrased_question"][:3] + retain["paraphrased_question"][:3])
     np.testing.assert_allclose(loaded.scores(probe), clf.scores(probe), rtol=1e-6)
     assert loaded.threshold == clf.threshold and loaded.config == clf.config
+    assert (tmp_path / SCREEN_FILE).exists() and loaded.screen.margin == clf.screen.margin
+    np.testing.assert_array_equal(loaded.predict(probe), clf.predict(probe))
     with pytest.raises(ValueError, match="target_fpr"):
         ClassifierConfig(target_fpr=0.0)
+    with pytest.raises(ValueError, match="screen_margin_scale must be >= 1"):
+        ClassifierConfig(screen_margin_scale=0.5)
     with pytest.raises(ValueError, match="No classifier.json"):
         PromptClassifier.from_pretrained(tmp_path / "missing")
 
 
-# -- guard ------------------------------------------------------------------------------------------------------
-def test_subject_token_mask(tiny_tokenizer, small_splits):
-    subject = small_splits["forget"][0]["subject"]
-    ids = encode_prompt(tiny_tokenizer, f"Where was {subject} born?")
-    mask = subject_token_mask(tiny_tokenizer, ids, [subject.upper()])
-    assert 0 < mask.sum() < len(ids)
-    assert tiny_tokenizer.decode([i for i, m in zip(ids, mask) if m]).strip() == subject
-    assert not subject_token_mask(tiny_tokenizer, ids, ["Nobody Here"]).any()
-    with pytest.raises(ValueError, match="subjects"):
-        ECOGuard(None, tiny_tokenizer, GuardConfig(token_selection="subjects"))
+class CountingEncoder:
+    """Unit vectors along the first axis; counts the texts it was asked to encode."""
+
+    def __init__(self, dim: int = 4):
+        self.dim, self.calls = dim, []
+
+    def encode(self, texts):
+        self.calls += list(texts)
+        x = np.zeros((len(texts), self.dim), dtype=np.float32)
+        x[:, 0] = 1.0
+        return x
 
 
-def write_jsonl(path, ds):
-    path.write_text("".join(json.dumps(row) + "\n" for row in ds))
-    return str(path)
+def test_cascade_bounds_decide_without_the_encoder():
+    # logit = w.e + 6 * mention - 2 with |w| = 0.5; threshold 0.5 (logit 0)
+    config = ClassifierConfig(entities=["Ann Lee"], screen=False)
+    encoder = CountingEncoder()
+    clf = PromptClassifier(config, np.array([0.3, 0.4, 0, 0, 6.0]), -2.0, 0.5, encoder=encoder)
+    # a mention puts the logit in [3.5, 4.5] > 0: flagged; none puts it in [-2.5, -1.5] < 0: cleared
+    assert clf.predict(["Who is Ann Lee?", "Bake bread."]).tolist() == [True, False]
+    assert encoder.calls == [] and clf.counts == {"bound": 2}
+    clf.intercept = -0.2  # no mention: logit in [-0.7, 0.3], undecided -> encoder (w.e = 0.3 -> 0.1 > 0)
+    assert clf.predict(["Bake bread."]).tolist() == [True] and encoder.calls == ["Bake bread."]
 
 
-def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, tmp_path):
-    """eco-fit end to end on the memorised model: forget EM falls to the held-out level, retain EM stays."""
-    from hf_unlearn.serving.eco.fit import main
-
-    forget, retain, holdout = small_splits["forget"], small_splits["retain"], small_splits["holdout"]
-    out = tmp_path / "guard"
-    argv = [
-        "--model", str(memorised_model_dir),
-        "--forget", write_jsonl(tmp_path / "forget.jsonl", forget),
-        "--retain", write_jsonl(tmp_path / "retain.jsonl", retain),
-        "--holdout", write_jsonl(tmp_path / "holdout.jsonl", holdout),
-        "--out", str(out), "--steps", "10",
-    ]  # fmt: skip
-    assert main(argv) == 0
-    report = json.loads((out / "fit_report.json").read_text())
-    assert report["target_source"] == "holdout" and report["strength"] > 0
-
-    model = AutoModelForCausalLM.from_pretrained(memorised_model_dir)
-    tok = AutoTokenizer.from_pretrained(memorised_model_dir)
-    guard = ECOGuard.from_pretrained(out, tok, embedding_weight=input_embedding_weight(memorised_model_dir))
-    assert guard.config.strength == report["strength"]
-    assert guard.config.subjects == sorted(set(forget["subject"]))
-    guarded = GuardedModel(model, guard)
-    plain_forget, plain_retain = exact_match(model, tok, forget), exact_match(model, tok, retain)
-    holdout_em = exact_match(model, tok, holdout)
-    assert plain_forget >= 0.9
-    assert exact_match(guarded, tok, forget) <= holdout_em + 0.1
-    assert exact_match(guarded, tok, retain) >= 0.97 * plain_retain
-
-    # guard(): token ids for retain prompts, corrupted embeddings of the model's own weights for forget prompts
-    forget_prompt = format_prompt(tok, forget[0]["question"])
-    retain_prompt = format_prompt(tok, retain[0]["question"])
-    ids = guard.prompt_ids(forget_prompt)
-    out_forget, out_retain, out_ids = guard.guard_batch([forget_prompt, retain_prompt, ids])
-    assert out_retain == {"prompt_token_ids": guard.prompt_ids(retain_prompt)}
-    clean = model.get_input_embeddings().weight[ids]
-    assert out_forget["prompt_embeds"].shape == clean.shape
-    torch.testing.assert_close(out_forget["prompt_embeds"], guard.corrupt_embeds(ids, clean.detach()))
-    assert not torch.allclose(out_forget["prompt_embeds"], clean)
-    torch.testing.assert_close(out_ids["prompt_embeds"], out_forget["prompt_embeds"])  # str and ids agree
-
-    # token_selection="subjects": only the forget subject's tokens change
-    guard.config.token_selection = "subjects"
-    subject_mask = subject_token_mask(tok, ids, guard.config.subjects)
-    only_subject = guard.corrupt_embeds(ids, clean.detach())
-    assert 0 < subject_mask.sum() < len(ids)
-    assert torch.equal(only_subject[~subject_mask], clean.detach()[~subject_mask])
-    assert not torch.allclose(only_subject[subject_mask], clean.detach()[subject_mask])
-    guard.config.token_selection = "all"
-
-    # teacher-forced scoring corrupts the prompt only (score_answers passes prompt_lengths): same log-prob as
-    # the model on [corrupted prompt embeddings, clean answer embeddings]
-    row = tokenize_qa(tok, forget[0]["question"], forget[0]["answer"])
-    n_prompt = row["labels"].count(IGNORE_INDEX)
-    with torch.no_grad():
-        embeds = model.get_input_embeddings()(torch.tensor([row["input_ids"]]))[0]  # (T, H)
-        embeds[:n_prompt] = guard.corrupt_embeds(row["input_ids"][:n_prompt], embeds[:n_prompt])
-        logits = model(inputs_embeds=embeds[None]).logits
-    expected, _ = sequence_log_probs(logits, torch.tensor([row["labels"]]))
-    got = score_answers(guarded, tok, [forget[0]["question"]], [forget[0]["answer"]])["log_prob"]
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-
-    # generate: unflagged rows answer exactly as the unguarded model; forget answers are gone
-    questions = forget["question"][:4] + retain["question"][:4]
-    plain, guarded_answers = (
-        generate_answers(model, tok, questions),
-        generate_answers(guarded, tok, questions),
-    )
-    assert guarded_answers[4:] == plain[4:]
-    assert sum(g == a for g, a in zip(guarded_answers[:4], forget["answer"][:4])) <= 1
-
-    # the decision cache stays bounded and evicting never changes a decision
-    guard.cache_size = 2
-    prompts = [forget_prompt, retain_prompt, format_prompt(tok, retain[1]["question"])]
-    assert guard.flags(prompts) == [True, False, False]
-    assert len(guard._flag_cache) == 2
+def test_screen_clears_most_retain_prompts_and_agrees_with_the_full_classifier(tiny_tokenizer, encoder):
+    # the screen needs hundreds of training prompts for a margin narrower than the scores' spread (on 20 people
+    # it clears nothing and every prompt goes to the encoder): 100 people, 800 questions
+    data = synthetic_splits(n_people=100, n_holdout=1, forget_pct=10, seed=1)
+    fmt = lambda qs: [format_prompt(tiny_tokenizer, q) for q in qs]  # noqa: E731
+    forget, retain = data["forget"], data["retain"]
+    config = ClassifierConfig(entities=sorted(set(forget["subject"])))
+    clf = PromptClassifier.fit(fmt(forget["question"]), fmt(retain["question"]), config, encoder)
+    assert clf.screen.margin > 0 and clf.stats["screen_margin"] == clf.screen.margin
+    probe = fmt(list(retain["paraphrased_question"]) + list(forget["paraphrased_question"]))
+    full = clf.scores(probe) > clf.threshold
+    cascade = clf.predict(probe)
+    assert (cascade == full).mean() >= 0.99 and cascade[len(retain) :].all()  # every forget prompt flagged
+    assert clf.counts["bound"] == len(forget)  # named forget people: flagged by the bound alone
+    assert clf.counts["screen"] >= 0.5 * len(
+        retain
+    )  # the screen, not the encoder, cleared most retain prompts
+    assert sum(clf.counts.values()) == len(probe)

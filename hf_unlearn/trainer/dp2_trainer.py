@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import framed_ids, qa_as_text
+from hf_unlearn.hub import PRIVACY_FILE
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.losses import token_log_probs
 from hf_unlearn.train import train_lm
@@ -37,7 +38,6 @@ from hf_unlearn.trainer.base_trainer import write_card_or_warn
 from hf_unlearn.trainer.dp2_config import ACCOUNTANTS, PRIVACY_UNITS, DP2Config
 
 logger = logging.getLogger(__name__)
-PRIVACY_FILE = "dp_privacy.json"
 DELETION_FILE = "dp2_deletion.json"
 
 
@@ -520,7 +520,7 @@ DEMO_DP_EPOCHS = 3
 DEMO_RETAIN_EPOCHS = 15
 
 
-def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int):
+def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int, subject_column: str = "subject"):
     """The ``methods.dp2`` row of ``hf-unlearn demo``: DP stage from scratch, then one deletion request.
 
     The full model saw every person without privacy, so it cannot be the DP base (its weights already hold
@@ -528,7 +528,8 @@ def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int):
     model's architecture **from scratch** with subject-level DP-SGD (epsilon 8) on ``data["forget"] +
     data["retain"]`` and their bios, for ``DEMO_DP_EPOCHS`` epochs; the deletion stage fine-tunes it on the
     retain people for at most ``DEMO_RETAIN_EPOCHS`` epochs (about half the gold model's), early stopping as
-    the gold model does. Both stages are bounded so the row costs about two CPU minutes.
+    the gold model does. Both stages are bounded so the row costs about two CPU minutes. ``subject_column``
+    names each row's person (the privacy unit and what a deletion request removes).
 
     Returns:
         The unlearned model and the extra keys of :func:`dp2_on_splits`.
@@ -536,7 +537,7 @@ def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(full_model_dir)
-    people = len(set(data["forget"]["subject"]) | set(data["retain"]["subject"]))
+    people = len(set(data["forget"][subject_column]) | set(data["retain"][subject_column]))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(full_model_dir))
     args = DP2Config(
@@ -545,6 +546,7 @@ def demo_dp2(full_model_dir: Path, data, out_dir: Path, seed: int):
         dp_epochs=DEMO_DP_EPOCHS,
         dp_batch_size=max(1, min(32, people // 4)),  # 32 of the default 200 people; 5 of a 20-person demo
         num_train_epochs=DEMO_RETAIN_EPOCHS,
+        subject_column=subject_column,
         save_strategy="no",
         disable_tqdm=True,
         logging_steps=1000,
@@ -560,13 +562,13 @@ def dp2_on_splits(model, tokenizer, args: DP2Config, data) -> tuple[object, dict
         ``dp_seconds`` (DP stage, paid once), ``seconds`` (deletion stage, paid per request), their CPU times
         ``dp_cpu_seconds`` and ``cpu_seconds``, and ``epochs`` (deletion stage; the gold model's cost unit).
     """
-    trainer = DP2Trainer(
-        model,
-        tokenizer,
-        args,
-        concatenate_datasets([data["forget"], data["retain"]]),
-        concatenate_datasets([data["forget_text"], data["retain_text"]]),
-    )
+
+    def both(split: str) -> Dataset:  # the columns forget and retain share (TOFU's forget rows carry more)
+        forget, retain = data[f"forget{split}"], data[f"retain{split}"]
+        shared = [c for c in retain.column_names if c in forget.column_names]
+        return concatenate_datasets([forget.select_columns(shared), retain.select_columns(shared)])
+
+    trainer = DP2Trainer(model, tokenizer, args, both(""), both("_text"))
     privacy = trainer.train_dp_base()
     model, record = trainer.unlearn(data["forget"], data["forget_text"])
     extra = {

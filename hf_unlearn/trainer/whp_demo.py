@@ -6,8 +6,9 @@ of generic terms), ``v_base - alpha * ReLU(v_reinforced - v_base)`` — and fine
 with retain batches (:class:`~hf_unlearn.trainer.whp_config.WHPConfig` defaults). It saves the model and
 ``whp_dictionary.json`` in ``out_dir``. ``extra`` holds ``seconds`` (building the trainer — reinforced adapter,
 mining, relabeling — plus training; not loading, saving or scoring), ``steps``, ``stopped_early``,
-``n_terms`` and ``type_match`` (the fraction of forget questions whose greedy answer is an entity of the
-asked kind, see :mod:`hf_unlearn.evaluation.type_match`).
+``n_terms`` and, when the forget rows have a ``fact`` column naming each answer's kind (the embedded default;
+TOFU has none), ``type_match`` (the fraction of forget questions whose greedy answer is an entity of the asked
+kind, see :mod:`hf_unlearn.evaluation.type_match`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def whp(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int, **ove
         "steps": result.global_step,
         "stopped_early": trainer.stopped_early,
         "n_terms": len(trainer.term_dictionary),
-        "type_match": type_match_rate(model, tokenizer, data["forget"]),
     }
+    if "fact" in data["forget"].column_names:  # the embedded default names each answer's kind; TOFU does not
+        extra["type_match"] = type_match_rate(model, tokenizer, data["forget"])
     return model, extra

