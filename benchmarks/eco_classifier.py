@@ -9,6 +9,11 @@ rate on retain paraphrases. TOFU: forget10's ``paraphrased_question`` vs the ``p
 ``retain_perturbed.json``, whose rows (a subset of retain90) are kept out of training. Two heads are reported:
 the default (sentence embedding + "mentions a forget subject" feature, subjects from forget10's ``subject``)
 and the embedding alone. Embedded default: prompts are rendered with the QA template the served model sees.
+
+Recall and FPR are the classifier's decisions as served, through its cascade (exact bounds, n-gram screen,
+encoder; see :mod:`hf_unlearn.serving.eco.classifier`). ``full_classifier`` holds the same rates with the encoder
+scoring every prompt, ``agreement`` the share of test prompts on which both decide alike, and ``decided_by`` how
+many test prompts each cascade step decided.
 """
 
 from __future__ import annotations
@@ -52,9 +57,26 @@ def evaluate(name, train_pos, train_neg, test_pos, test_neg, subjects, encoder) 
     for head, entities in (("embedding+subject", subjects), ("embedding_only", [])):
         start = time.perf_counter()
         clf = PromptClassifier.fit(train_pos, train_neg, ClassifierConfig(entities=entities), encoder)
+        seconds = time.perf_counter() - start
         rates = detection_rates(clf, test_pos, test_neg)
-        out[head] = {**rates, "threshold": clf.threshold, **clf.stats, "seconds": time.perf_counter() - start}
-        print(f"{name} {head}: recall {rates['recall']:.4f}  fpr {rates['fpr']:.4f}", flush=True)
+        decided_by = dict(clf.counts)
+        full = [clf.scores(texts) > clf.threshold for texts in (test_pos, test_neg)]
+        served = [clf.predict(texts) for texts in (test_pos, test_neg)]
+        agreement = float(np.mean(np.concatenate(full) == np.concatenate(served)))
+        out[head] = {
+            **rates,
+            "full_classifier": {"recall": float(full[0].mean()), "fpr": float(full[1].mean())},
+            "agreement": agreement,
+            "decided_by": decided_by,
+            "threshold": clf.threshold,
+            **clf.stats,
+            "seconds": seconds,
+        }
+        print(
+            f"{name} {head}: recall {rates['recall']:.4f}  fpr {rates['fpr']:.4f}  agreement with the full "
+            f"classifier {agreement:.4f}  decided by {decided_by}",
+            flush=True,
+        )
     return out
 
 

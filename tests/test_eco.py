@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from hf_unlearn.serving.eco.classifier import (
     SCREEN_FILE,
     ClassifierConfig,
     PromptClassifier,
+    Screen,
     SentenceEncoder,
     fpr_threshold,
     mentions,
@@ -169,7 +171,12 @@ def test_cascade_bounds_decide_without_the_encoder():
     assert clf.predict(["Who is Ann Lee?", "Bake bread."]).tolist() == [True, False]
     assert encoder.calls == [] and clf.counts == {"bound": 2}
     clf.intercept = -0.2  # no mention: logit in [-0.7, 0.3], undecided -> encoder (w.e = 0.3 -> 0.1 > 0)
+    flags, decided = clf.triage(["Who is Ann Lee?", "Bake bread."])  # the cheap steps alone
+    assert flags.tolist() == [True, False] and decided.tolist() == [True, False] and encoder.calls == []
     assert clf.predict(["Bake bread."]).tolist() == [True] and encoder.calls == ["Bake bread."]
+    assert clf.counts == {"bound": 2 + 1 + 0, "encoder": 1}
+    copied = copy.deepcopy(clf)  # holds a lock, still copyable (the relearn probe deep-copies guarded models)
+    assert copied.predict(["Bake bread."]).tolist() == [True] and copied._lock is not clf._lock
 
 
 def test_screen_clears_most_retain_prompts_and_agrees_with_the_full_classifier(tiny_tokenizer, encoder):
@@ -182,6 +189,10 @@ def test_screen_clears_most_retain_prompts_and_agrees_with_the_full_classifier(t
     clf = PromptClassifier.fit(fmt(forget["question"]), fmt(retain["question"]), config, encoder)
     assert clf.screen.margin > 0 and clf.stats["screen_margin"] == clf.screen.margin
     probe = fmt(list(retain["paraphrased_question"]) + list(forget["paraphrased_question"]))
+    # the served estimate (text by text, no sparse matrix) is the fitted ridge on the vectorizers' features
+    np.testing.assert_allclose(
+        clf.screen.estimate(probe), clf.screen.linear(Screen.features(probe)), rtol=1e-5, atol=1e-6
+    )
     full = clf.scores(probe) > clf.threshold
     cascade = clf.predict(probe)
     assert (cascade == full).mean() >= 0.99 and cascade[len(retain) :].all()  # every forget prompt flagged

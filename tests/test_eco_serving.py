@@ -14,6 +14,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -327,14 +328,14 @@ def test_serve_command_transformers_backend(memorised_model_dir, guard_dir, prom
 def test_a_failing_prompt_does_not_fail_its_guard_batch(guard, tokenizer, prompts):
     """Concurrent prompts are classified in one batch; when the batch fails, each prompt is retried alone."""
 
-    sizes = []
+    calls = []
 
     class FailsOnOnePrompt:  # the real guard, except that it raises for one poisoned prompt
-        def guard_batch(self, batch):
-            sizes.append(len(batch))
+        def guard_batch(self, batch, fast_only=False):
+            calls.append((len(batch), fast_only))
             if [1, 2, 3] in batch:
                 raise RuntimeError("poisoned prompt")
-            return guard.guard_batch(batch)
+            return guard.guard_batch(batch, fast_only=fast_only)
 
     server = GuardedServer(None, tokenizer, FailsOnOnePrompt(), NAME, LIMITS)
     retain_ids = encode_text(tokenizer, prompts["retain"][0][0])
@@ -349,10 +350,39 @@ def test_a_failing_prompt_does_not_fail_its_guard_batch(guard, tokenizer, prompt
         )
 
     retain, poisoned, forget = asyncio.run(three_requests())
-    assert sizes == [3, 1, 1, 1]  # one batch for the three requests, then one by one
+    # one first-stage batch for the three requests, then one by one; the encoder stage gets only what is left
+    assert calls[:4] == [(3, True), (1, True), (1, True), (1, True)]
+    assert all(call == (1, False) for call in calls[4:])
     assert retain == [({"prompt_token_ids": retain_ids}, False)]
     assert isinstance(poisoned, RuntimeError)
     assert forget[0][1] is True and forget[0][0]["prompt_embeds"].shape == (len(forget_ids), 64)
+
+
+def test_a_prompt_the_cheap_steps_decide_does_not_wait_for_the_encoder(tokenizer):
+    """The first guard stage answers the prompts it decides; only the undecided ones wait for the encoder."""
+    release, calls = threading.Event(), []
+
+    class SlowEncoder:  # decides [5, 6] in the cheap stage; [7] needs an encoder that blocks until released
+        def guard_batch(self, batch, fast_only=False):
+            calls.append((batch, fast_only))
+            if fast_only:
+                return [None if ids == [7] else {"prompt_token_ids": ids} for ids in batch]
+            assert release.wait(30)
+            return [{"prompt_embeds": torch.zeros(len(ids), 4)} for ids in batch]
+
+    server = GuardedServer(None, tokenizer, SlowEncoder(), NAME, LIMITS)
+
+    async def two_requests():
+        slow = asyncio.ensure_future(server.prepare([[7]]))
+        fast = await asyncio.wait_for(server.prepare([[5, 6]]), 10)
+        waiting = not slow.done()
+        release.set()
+        return fast, waiting, await slow
+
+    fast, waiting, slow = asyncio.run(two_requests())
+    assert fast == [({"prompt_token_ids": [5, 6]}, False)] and waiting
+    assert slow[0][1] is True and slow[0][0]["prompt_embeds"].shape == (1, 4)
+    assert calls == [([[7], [5, 6]], True), ([[7]], False)]
 
 
 def test_default_chat_template_renders_the_qa_prompt(tokenizer, small_splits):

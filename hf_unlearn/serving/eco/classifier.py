@@ -23,7 +23,8 @@ only on the prompts that need it (a cascade):
    screen then clears only what the full classifier would clear.
 3. the encoder scores everything else.
 
-``predict`` counts the prompts each step decided (:attr:`PromptClassifier.counts`).
+``predict`` counts the prompts each step decided (:attr:`PromptClassifier.counts`); ``triage`` runs steps 1-2
+alone, for servers that answer the prompts they decide without waiting for the encoder's batch.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -155,22 +157,25 @@ class Screen:
     def __post_init__(self):
         self._dense = np.zeros(2 * SCREEN_FEATURES, dtype=np.float32)
         self._dense[self.indices] = self.weights
+        self._analyzers = [v.build_analyzer() for v in self.vectorizers()]
 
     @staticmethod
-    def features(texts: list[str]):
-        """``(N, 2 * SCREEN_FEATURES)`` sparse: L2-normalised hashed word 1-2 grams and character 3-5 grams."""
-        from scipy.sparse import hstack
+    def vectorizers() -> list:
+        """The two hashing vectorizers (word 1-2 grams, character 3-5 grams), ``SCREEN_FEATURES`` each."""
         from sklearn.feature_extraction.text import HashingVectorizer
 
         kinds = (("word", (1, 2)), ("char_wb", (3, 5)))
-        return hstack(
-            [
-                HashingVectorizer(
-                    analyzer=a, ngram_range=n, n_features=SCREEN_FEATURES, alternate_sign=False
-                ).transform(texts)
-                for a, n in kinds
-            ]
-        ).tocsr()
+        return [
+            HashingVectorizer(analyzer=a, ngram_range=n, n_features=SCREEN_FEATURES, alternate_sign=False)
+            for a, n in kinds
+        ]
+
+    @classmethod
+    def features(cls, texts: list[str]):
+        """``(N, 2 * SCREEN_FEATURES)`` sparse: L2-normalised hashed word 1-2 grams and character 3-5 grams."""
+        from scipy.sparse import hstack
+
+        return hstack([v.transform(texts) for v in cls.vectorizers()]).tocsr()
 
     @classmethod
     def fit(
@@ -194,8 +199,23 @@ class Screen:
         return np.asarray(x @ self._dense).ravel() + self.intercept
 
     def estimate(self, texts: list[str]) -> np.ndarray:
-        """``(N,)`` estimated embedding logit of each text."""
-        return self.linear(self.features(texts))
+        """``(N,)`` estimated embedding logit of each text: ``linear(features(texts))``, computed text by text
+        with the vectorizers' own analyzers and hash (sklearn's murmurhash3, ``|h| mod SCREEN_FEATURES``) and no
+        sparse matrix — a server screens a few prompts at a time, where the vectorizers' per-call overhead was
+        ~8x a short prompt's own cost."""
+        from sklearn.utils import murmurhash3_32
+
+        out = np.full(len(texts), self.intercept, dtype=np.float64)
+        for i, text in enumerate(texts):
+            for block, analyzer in enumerate(self._analyzers):
+                hashes = np.fromiter(
+                    (murmurhash3_32(g, positive=False) for g in analyzer(text)), dtype=np.int64
+                )
+                if hashes.size:  # counts of each hashed n-gram, L2-normalised per block as the vectorizers do
+                    index, counts = np.unique(np.abs(hashes) % SCREEN_FEATURES, return_counts=True)
+                    weights = self._dense[block * SCREEN_FEATURES + index]
+                    out[i] += float(counts @ weights) / math.sqrt(float(counts @ counts))
+        return out
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -209,7 +229,19 @@ class Screen:
             return cls(saved["indices"], saved["weights"], intercept, margin)
 
 
-class PromptClassifier:
+class LockHolder:
+    """Owns a ``threading.Lock`` in ``_lock`` yet deep-copies and pickles (the copy gets a fresh lock): the
+    relearn probe deep-copies guarded models."""
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class PromptClassifier(LockHolder):
     """Logistic head on frozen sentence embeddings with an FPR-calibrated threshold.
 
     Example::
@@ -237,6 +269,7 @@ class PromptClassifier:
         self._encoder = encoder
         self.screen = screen
         self.counts: Counter = Counter()  # prompts decided by "bound", "screen" and "encoder" in predict
+        self._lock = threading.Lock()  # guards counts: a server triages in one thread, encodes in another
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -324,9 +357,15 @@ class PromptClassifier:
         """``(N,)`` probability that each text is a forget-topic prompt."""
         return self._scores(self.features(list(texts)))
 
-    def predict(self, texts: list[str]) -> np.ndarray:
-        """``(N,)`` bool: the score is above the calibrated threshold, running the encoder only where the
-        cascade (module docstring) cannot decide without it."""
+    def _count(self, step: str, n: int) -> None:
+        with self._lock:
+            self.counts[step] += n
+
+    def triage(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The cascade's cheap steps (bounds, then the screen): ``(flags, decided)``, two ``(N,)`` bool arrays.
+
+        Where ``decided`` holds, ``flags`` is the full classifier's decision; the other prompts need the encoder.
+        """
         texts = list(texts)
         dim = self.encoder_dim
         entity = mentions(texts, self.config.entities) * self.coef[dim] if self.config.entities else 0.0
@@ -336,16 +375,23 @@ class PromptClassifier:
         bound = float(np.linalg.norm(self.coef[:dim]))
         flags = need < -bound  # flagged whatever the embedding
         decided = flags | (need >= bound)  # ... or cleared whatever it is
-        self.counts["bound"] += int(decided.sum())
+        self._count("bound", int(decided.sum()))
         if self.screen is not None and not decided.all():
             open_ = np.flatnonzero(~decided)
             cleared = self.screen.estimate([texts[i] for i in open_]) + self.screen.margin <= need[open_]
             decided[open_[cleared]] = True
-            self.counts["screen"] += int(cleared.sum())
+            self._count("screen", int(cleared.sum()))
+        return flags, decided
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """``(N,)`` bool: the score is above the calibrated threshold, running the encoder only where the
+        cascade (module docstring) cannot decide without it."""
+        texts = list(texts)
+        flags, decided = self.triage(texts)
         rest = np.flatnonzero(~decided)
         if len(rest):
             flags[rest] = self.scores([texts[i] for i in rest]) > self.threshold
-            self.counts["encoder"] += len(rest)
+            self._count("encoder", len(rest))
         return flags
 
     def save_pretrained(self, directory: str | Path) -> None:

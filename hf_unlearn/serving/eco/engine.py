@@ -59,15 +59,25 @@ def engine_kwargs(
     return kwargs
 
 
-def engine_prompts(guard, prompts: list[str | list[int]]) -> list[tuple[dict[str, Any], bool]]:
+def engine_prompts(
+    guard, prompts: list[str | list[int]], fast_only: bool = False
+) -> list[tuple[dict[str, Any], bool] | None]:
     """Prompts through the guard (one classifier batch): each one's vLLM prompt dict and whether it was corrupted.
+
+    With ``fast_only`` the guard's classifier skips its encoder (``guard_batch(..., fast_only=True)``) and a prompt
+    that needs it comes back as ``None``.
 
     Raises:
         TypeError: the guard returned something other than the two documented kinds of dict.
     """
     out = []
-    for result in guard.guard_batch(list(prompts)):
-        if "prompt_embeds" in result:
+    results = (
+        guard.guard_batch(list(prompts), fast_only=True) if fast_only else guard.guard_batch(list(prompts))
+    )
+    for result in results:
+        if result is None and fast_only:
+            out.append(None)
+        elif "prompt_embeds" in result:
             out.append(({"prompt_embeds": result["prompt_embeds"]}, True))
         elif "prompt_token_ids" in result:
             out.append(({"prompt_token_ids": list(result["prompt_token_ids"])}, False))

@@ -18,6 +18,7 @@ record) and ``classifier/`` (:class:`~hf_unlearn.serving.eco.classifier.PromptCl
 from __future__ import annotations
 
 import re
+import threading
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from hf_unlearn.io import read_json, write_json_atomic
-from hf_unlearn.serving.eco.classifier import PromptClassifier
+from hf_unlearn.serving.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.serving.eco.corruption import CORRUPTIONS, corrupt
 
 GUARD_CONFIG_FILE = "guard_config.json"
@@ -119,7 +120,7 @@ def input_embedding_weight(model_dir: str | Path) -> torch.Tensor:
         return f.get_tensor(key)
 
 
-class ECOGuard:
+class ECOGuard(LockHolder):
     """Prompt classifier + embedding corruption for one served model.
 
     Args:
@@ -151,6 +152,7 @@ class ECOGuard:
         self.embedding_weight = embedding_weight
         self.cache_size = cache_size
         self._flag_cache: dict[str, bool] = {}
+        self._lock = threading.Lock()  # a server's two guard stages run in two threads
 
     # -- classification -------------------------------------------------------------------------------------
     def prompt_ids(self, prompt: str | list[int], add_special_tokens: bool = True) -> list[int]:
@@ -168,17 +170,28 @@ class ECOGuard:
             return prompt
         return self.tokenizer.decode(self.prompt_ids(prompt), skip_special_tokens=True)
 
-    def flags(self, prompts: list[str | list[int]]) -> list[bool]:
-        """Whether each prompt is a forget-topic prompt (one classifier batch for the uncached ones)."""
+    def flags(self, prompts: list[str | list[int]], fast_only: bool = False) -> list[bool | None]:
+        """Whether each prompt is a forget-topic prompt (one classifier batch for the uncached ones).
+
+        With ``fast_only`` the classifier's encoder does not run (:meth:`PromptClassifier.triage`): a prompt that
+        needs it gets ``None``.
+        """
         texts = [self.prompt_text(p) for p in prompts]
-        flags = dict.fromkeys(texts)
-        todo = [t for t in flags if t not in self._flag_cache]
+        with self._lock:
+            known = {t: self._flag_cache[t] for t in texts if t in self._flag_cache}
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
         if todo:
-            self._flag_cache.update(zip(todo, (bool(f) for f in self.classifier.predict(todo))))
-        flags = {t: self._flag_cache[t] for t in flags}
-        for old in list(self._flag_cache)[: max(0, len(self._flag_cache) - self.cache_size)]:
-            del self._flag_cache[old]
-        return [flags[t] for t in texts]
+            if fast_only:
+                flags, decided = self.classifier.triage(todo)
+                new = {t: bool(f) for t, f, d in zip(todo, flags, decided) if d}
+            else:
+                new = dict(zip(todo, (bool(f) for f in self.classifier.predict(todo))))
+            known.update(new)
+            with self._lock:
+                self._flag_cache.update(new)
+                for old in list(self._flag_cache)[: max(0, len(self._flag_cache) - self.cache_size)]:
+                    del self._flag_cache[old]
+        return [known.get(t) for t in texts]
 
     # -- corruption -----------------------------------------------------------------------------------------
     def corrupt_embeds(self, ids: list[int], embeds: torch.Tensor) -> torch.Tensor:
@@ -203,12 +216,17 @@ class ECOGuard:
         """``{"prompt_token_ids": ids}`` for a clean prompt, ``{"prompt_embeds": (seq, hidden)}`` for a flagged one."""
         return self.guard_batch([prompt], add_special_tokens)[0]
 
-    def guard_batch(self, prompts: list[str | list[int]], add_special_tokens: bool = True) -> list[dict]:
-        """:meth:`guard` for many prompts, classified in one batch."""
+    def guard_batch(
+        self, prompts: list[str | list[int]], add_special_tokens: bool = True, fast_only: bool = False
+    ) -> list[dict | None]:
+        """:meth:`guard` for many prompts, classified in one batch; with ``fast_only`` (see :meth:`flags`), ``None``
+        for each prompt that needs the classifier's encoder."""
         out = []
-        for prompt, flagged in zip(prompts, self.flags(prompts)):
+        for prompt, flagged in zip(prompts, self.flags(prompts, fast_only)):
             ids = self.prompt_ids(prompt, add_special_tokens)
-            if flagged:
+            if flagged is None:
+                out.append(None)
+            elif flagged:
                 with torch.no_grad():
                     out.append({"prompt_embeds": self.corrupt_embeds(ids, self.embed(ids))})
             else:

@@ -269,8 +269,8 @@ class GuardedServer:
         self.vocab_size = len(tokenizer)
         self.metrics = Metrics()
         self.guard_batch_size = 64
-        self._guard_queue: asyncio.Queue | None = None
-        self._guard_worker: asyncio.Task | None = None
+        self._guard_queues: dict[bool, asyncio.Queue] = {}  # fast_only -> the prompts waiting for that stage
+        self._guard_workers: list[asyncio.Task] = []
 
     # ----- request parsing -----
     async def read_json(self, request) -> dict[str, Any]:
@@ -464,20 +464,23 @@ class GuardedServer:
     async def prepare(self, prompts: list[list[int]]) -> list[tuple[dict[str, Any], bool]]:
         """Engine prompts for ``prompts`` (token ids) and whether the guard corrupted each.
 
-        Prompts of concurrent requests are classified together: one worker thread takes everything queued since
-        its last batch and calls ``guard.guard_batch`` once, so the classifier runs batched and off the event
-        loop, and the guard is never called from two threads at once.
+        Prompts of concurrent requests are classified together, in two stages, each a worker that takes everything
+        queued for it since its last batch and calls the guard once, in a thread (off the event loop). The first
+        runs the classifier's cheap steps (``guard_batch(..., fast_only=True)``: exact bounds and the n-gram
+        screen); the prompts it decides go to the engine at once, and the rest queue for the second stage, which
+        runs the encoder. So a prompt the screen clears never waits behind an encoder batch, and each stage calls
+        the guard from one thread at a time.
         """
         if self.guard is None:
             prepared = [({"prompt_token_ids": ids}, False) for ids in prompts]
         else:
             loop = asyncio.get_running_loop()
-            if self._guard_worker is None or self._guard_worker.get_loop() is not loop:  # one worker per loop
-                self._guard_queue = asyncio.Queue()
-                self._guard_worker = loop.create_task(self._guard_batches())
+            if not self._guard_workers or self._guard_workers[0].get_loop() is not loop:  # one pair per loop
+                self._guard_queues = {True: asyncio.Queue(), False: asyncio.Queue()}
+                self._guard_workers = [loop.create_task(self._guard_batches(fast)) for fast in (True, False)]
             futures = [loop.create_future() for _ in prompts]
             for ids, future in zip(prompts, futures):
-                self._guard_queue.put_nowait((ids, future))
+                self._guard_queues[True].put_nowait((ids, future))
             prepared = list(await asyncio.gather(*futures))
         for _, flag in prepared:
             self.metrics.inc("hf_unlearn_prompts_total", guarded=str(flag).lower())
@@ -485,27 +488,32 @@ class GuardedServer:
             self.metrics.inc("hf_unlearn_guarded_requests_total")
         return prepared
 
-    async def _guard_batches(self) -> None:
-        queue = self._guard_queue
+    async def _guard_batches(self, fast_only: bool) -> None:
+        queue = self._guard_queues[fast_only]
         while True:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < self.guard_batch_size:
                 batch.append(queue.get_nowait())
             batch = [(ids, future) for ids, future in batch if not future.cancelled()]
             try:
-                results = await asyncio.to_thread(engine_prompts, self.guard, [ids for ids, _ in batch])
+                results = await asyncio.to_thread(
+                    engine_prompts, self.guard, [ids for ids, _ in batch], fast_only
+                )
             except Exception:  # one bad prompt must not fail its batch-mates: retry one by one
                 results = []
                 for ids, _ in batch:
                     try:
-                        results.append((await asyncio.to_thread(engine_prompts, self.guard, [ids]))[0])
+                        one = await asyncio.to_thread(engine_prompts, self.guard, [ids], fast_only)
+                        results.append(one[0])
                     except Exception as err:
                         results.append(err)
-            for (_, future), result in zip(batch, results):
+            for (ids, future), result in zip(batch, results):
                 if future.done():
                     continue
                 if isinstance(result, Exception):
                     future.set_exception(result)
+                elif result is None:  # the cheap steps could not decide: the encoder stage will
+                    self._guard_queues[False].put_nowait((ids, future))
                 else:
                     future.set_result(result)
 
