@@ -11,7 +11,7 @@ Needs a finished ``hf-unlearn demo`` directory (tokenizer, gold model, results.j
 - ``dp2_public``: DP fine-tune ``public`` on forget + retain (subject-level, epsilon 8), then retain fine-tune.
 - ``gold_rerun``: the demo's gold retrain again, to measure its CPU seconds (wall time here depends on load).
 
-Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo-dir /work/demo-run --work /tmp/dp2-bench``; writes
+Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo-dir runs/demo --work /tmp/dp2-bench``; writes
 ``benchmarks/results/dp2_cost.json``. Finished arms in ``--work`` are reused.
 """
 
@@ -80,17 +80,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--demo-dir", type=Path, required=True)
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--public-seed", type=int, default=1)
-    parser.add_argument("--dp-epochs", type=int, default=3)
-    parser.add_argument("--epsilon", type=float, default=8.0)
+    parser.add_argument(
+        "--demo-dir", type=Path, required=True, help="A finished hf-unlearn demo dir (e.g. runs/demo)."
+    )
+    parser.add_argument(
+        "--work", type=Path, required=True, help="Models of the arms; finished arms found here are reused."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Training seed of every arm.")
+    parser.add_argument(
+        "--public-seed", type=int, default=1, help="Seed of the 200 other people the public model learns."
+    )
+    parser.add_argument("--dp-epochs", type=int, default=3, help="Epochs of each DP stage.")
+    parser.add_argument(
+        "--epsilon", type=float, default=8.0, help="Target epsilon of each DP stage (subject-level)."
+    )
     parser.add_argument(
         "--dp-learning-rate", type=float, default=5e-3, help="DP stage lr (not 5e-3: own arm key)"
     )
     parser.add_argument(
-        "--arms", nargs="*", default=["dp2_scratch", "public", "retrain_public", "dp2_public"]
+        "--arms",
+        nargs="*",
+        default=["dp2_scratch", "public", "retrain_public", "dp2_public"],
+        help="Arms to run (module docstring; gold_rerun too).",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -84,8 +84,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tofu", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eco_classifier.json")
+    parser.add_argument(
+        "--tofu",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "tofu",
+        help="Folder of the TOFU JSON files.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "eco_classifier.json",
+        help="Results JSON.",
+    )
     args = parser.parse_args()
     encoder = CachedEncoder()
     results = {}

@@ -56,20 +56,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default="runs/demo/full", help="Model dir (default: make demo's full model)."
     )
-    parser.add_argument("--tokenizer", default=None)
+    parser.add_argument("--tokenizer", default=None, help="Tokenizer dir (default: --model).")
     parser.add_argument(
         "--data",
         default="runs/demo/data",
         help="Folder with forget.jsonl and retain.jsonl (default: make demo's).",
     )
     parser.add_argument("--guard", default=None, help="Guard directory; fitted on --data when omitted.")
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--forget-share", type=float, default=0.10)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eco_vllm.json"))
+    parser.add_argument("--requests", type=int, default=500, help="Requests per round and server.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Requests in flight at once.")
+    parser.add_argument(
+        "--forget-share",
+        type=float,
+        default=0.10,
+        help="Share of forget questions in the mix (0 = retain only).",
+    )
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each request.")
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="Rounds per server, in ABBA order; medians are reported."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the request mix.")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "results" / "eco_vllm.json"),
+        help="Results JSON (written atomically).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

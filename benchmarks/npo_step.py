@@ -46,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="Rows per step (both the SFT and the NPO step)."
+    )
     parser.add_argument("--steps", type=int, default=20, help="Steps per timed round.")
     parser.add_argument("--rounds", type=int, default=7, help="Interleaved SFT/NPO rounds (median reported).")
     parser.add_argument("--hidden-size", type=int, default=64, help="64 is the demo model.")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--layers", type=int, default=2, help="2 is the demo model.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 

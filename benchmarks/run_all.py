@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="full and/or lora (quick: full only).",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of data, base models and methods.")
     parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
     parser.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
     parser.add_argument(
@@ -465,7 +465,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Learning rates chosen by benchmarks/tune_settings.py (default results/tuning.json; a missing "
         "file means the demo's settings everywhere).",
     )
-    parser.add_argument("--tofu-dir", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
+    parser.add_argument(
+        "--tofu-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "tofu",
+        help="Folder of the TOFU JSON files.",
+    )
     for name, kind in (("people", int), ("holdout", int), ("base-epochs", float), ("tofu-holdout-authors", int),
                        ("tofu-retain-authors", int), ("tofu-epochs", float), ("eval-rows", int)):  # fmt: skip
         parser.add_argument(f"--{name}", type=kind, default=None, help="Override the preset's value.")

@@ -87,9 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=run_all.TUNING_FILE)
-    parser.add_argument("--work", type=Path, default=run_all.ROOT / "runs" / "benchmarks")
-    parser.add_argument("--tofu-dir", type=Path, default=run_all.ROOT.parent / "shared" / "data" / "tofu")
+    parser.add_argument(
+        "--out", type=Path, default=run_all.TUNING_FILE, help="Tuning JSON that run_all.py reads."
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=run_all.ROOT / "runs" / "benchmarks",
+        help="Base models (shared with run_all.py) and trial models.",
+    )
+    parser.add_argument(
+        "--tofu-dir",
+        type=Path,
+        default=run_all.ROOT.parent / "shared" / "data" / "tofu",
+        help="Folder of the TOFU JSON files.",
+    )
     parser.add_argument(
         "--methods", nargs="*", default=None, help="Default: every tunable registered method."
     )
@@ -99,12 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         default=sorted({s for s, _ in GRID}),
         help="Tune only these settings; other settings' results already in --out are kept.",
     )
-    parser.add_argument("--eval-rows", type=int, default=100)
-    parser.add_argument("--retain-floor", type=float, default=0.85)
+    parser.add_argument("--eval-rows", type=int, default=100, help="Rows per split scored for each trial.")
+    parser.add_argument(
+        "--retain-floor",
+        type=float,
+        default=0.85,
+        help="A trial must keep retain ROUGE-L >= this x the full model's.",
+    )
     parser.add_argument(
         "--tie", type=float, default=0.05, help="Forget ROUGE-L gaps this close count as equal."
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of data, base models and trials.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     preset = {k: v for k, v in run_all.PRESETS["full"].items() if k not in ("modes", "eval_rows")}
