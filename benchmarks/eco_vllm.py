@@ -14,6 +14,14 @@ unguarded server's, and how many forget prompts the classifier missed / retain p
 
 Without ``--guard`` a guard is fitted on the data's forget vs retain questions (classifier with the subject
 feature, as ``hf-unlearn eco-fit`` does; default strength: the strength does not change the cost).
+
+The guard's cost is fixed while the engine's grows with the served model, so the ratio depends on the model's size.
+``--random-llama 512x8`` serves a randomly initialised Llama of that hidden size and depth (64-dim heads, the
+``--model`` tokenizer; saved under ``runs/bench-models/`` and reused) instead of ``--model``: its answers are noise,
+but they are still compared token for token between the two servers, and the guard's decisions do not depend on
+the served model.
+
+    PYTHONPATH=. python benchmarks/eco_vllm.py --random-llama 512x8 --out benchmarks/results/eco_vllm_28m.json
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import platform
 import random
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +57,49 @@ def request_mix(data_dir: Path, tokenizer, n: int, forget_share: float, seed: in
     return [(format_prompt(tokenizer, q), is_forget) for q, is_forget in mix]
 
 
+def random_llama(tokenizer, size: str, folder: Path = ROOT / "runs" / "bench-models") -> Path:
+    """Directory (in ``folder``, reused) of a randomly initialised Llama of ``size`` (``"HIDDENxLAYERS"``) with
+    ``tokenizer``.
+
+    Raises:
+        ValueError: ``size`` is not two positive integers with a hidden size divisible into 64-dim heads.
+    """
+    from hf_unlearn.models import build_tiny_llama
+
+    try:
+        hidden, layers = (int(x) for x in size.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--random-llama takes HIDDENxLAYERS, e.g. 512x8; got {size!r}.") from None
+    if hidden < 64 or hidden % 64 or layers < 1:
+        raise ValueError(f"--random-llama {size}: the hidden size must be a multiple of 64 and layers >= 1.")
+    out = Path(folder) / f"llama-h{hidden}-l{layers}"
+    if not out.exists():  # written beside, then renamed: an interrupted run leaves no half-written model
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny_llama(tokenizer, hidden, layers, hidden // 64, 3 * hidden).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    return out
+
+
+def model_parameters(model_dir: str) -> int:
+    """Parameters stored in the model's safetensors files (tied embeddings counted once)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                total += math.prod(f.get_slice(key).get_shape())
+    return total
+
+
+def shown_path(path: str) -> Path:
+    """``path`` relative to the checkout when it lies inside it (results files name no machine's folders)."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else Path(path)
+
+
 def summary(run: dict) -> dict:
     return {k: v for k, v in run.items() if k not in ("ids", "responses")}
 
@@ -57,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default="runs/demo/full", help="Model dir (default: make demo's full model)."
     )
     parser.add_argument("--tokenizer", default=None, help="Tokenizer dir (default: --model).")
+    parser.add_argument(
+        "--random-llama",
+        default=None,
+        metavar="HIDDENxLAYERS",
+        help="Serve a randomly initialised Llama of this size (e.g. 512x8) with --model's tokenizer instead.",
+    )
     parser.add_argument(
         "--data",
         default="runs/demo/data",
@@ -96,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     from hf_unlearn.serving.eco.server import GuardedServer, Limits, VLLMBackend, serving_in_thread
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    if args.random_llama:
+        args.model = str(random_llama(tokenizer, args.random_llama))
     weight = input_embedding_weight(args.model)
     t0 = time.perf_counter()
     if args.guard:
@@ -182,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, name_runs in runs.items()
     }
     result = {
-        "model": args.model,
+        "model": str(shown_path(args.model)),
+        "model_parameters_m": round(model_parameters(args.model) / 1e6, 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
         "requests": args.requests,
         "concurrency": args.concurrency,

@@ -12,11 +12,15 @@ from hf_unlearn import demo
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_run_all():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_run_all():
+    return load_benchmark("run_all")
 
 
 def retain_finetune(full_model_dir, data, out_dir, seed, lora=False):
@@ -159,3 +163,25 @@ def test_every_model_is_scored_against_the_gold_reference_when_the_suite_offers_
     monkeypatch.delattr(demo, "gold_reference")
     gold_row, score = run_all._scorer(run_all.DEFAULT_EVALUATOR, "gold", None, None)
     assert score("npo") == {"model": "npo"} and references == ["gold-stats", None, None]
+
+
+def test_eco_vllm_random_llama_is_built_once_and_its_parameters_counted(tmp_path, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    eco_vllm = load_benchmark("eco_vllm")
+    path = eco_vllm.random_llama(tiny_tokenizer, "128x2", tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.num_attention_heads) == (
+        128,
+        2,
+        2,
+    )
+    # tied input/output embeddings are stored once and counted once
+    assert eco_vllm.model_parameters(path) == sum(p.numel() for p in model.parameters())
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert eco_vllm.random_llama(tiny_tokenizer, "128x2", tmp_path) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llama-h128-l2"]  # no temporary folder left
+    for bad in ("128", "96x2", "128x0", "axb"):
+        with pytest.raises(ValueError, match="--random-llama"):
+            eco_vllm.random_llama(tiny_tokenizer, bad, tmp_path)
