@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ def random_llama(tokenizer, size: str, folder: Path = ROOT / "runs" / "bench-mod
     Raises:
         ValueError: ``size`` is not two positive integers with a hidden size divisible into 64-dim heads.
     """
+    from hf_unlearn.io import written_atomically
     from hf_unlearn.models import build_tiny_llama
 
     try:
@@ -73,12 +73,10 @@ def random_llama(tokenizer, size: str, folder: Path = ROOT / "runs" / "bench-mod
     if hidden < 64 or hidden % 64 or layers < 1:
         raise ValueError(f"--random-llama {size}: the hidden size must be a multiple of 64 and layers >= 1.")
     out = Path(folder) / f"llama-h{hidden}-l{layers}"
-    if not out.exists():  # written beside, then renamed: an interrupted run leaves no half-written model
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_tiny_llama(tokenizer, hidden, layers, hidden // 64, 3 * hidden).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, out)
+    if not out.exists():  # an interrupted run leaves no half-written model
+        with written_atomically(out) as tmp:
+            build_tiny_llama(tokenizer, hidden, layers, hidden // 64, 3 * hidden).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     return out
 
 

@@ -3,6 +3,7 @@ import hashlib
 import pytest
 
 from hf_unlearn.data.synthetic import FACTS, N_PERTURBED, generate_people, synthetic_splits, write_synthetic
+from hf_unlearn.io import read_json, write_json_atomic, written_atomically
 
 
 def _digest(paths):
@@ -72,3 +73,18 @@ def test_bio_contains_every_fact(small_splits):
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         synthetic_splits(**kwargs)
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    write_json_atomic(path, {"v": 1})
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with written_atomically(path) as tmp:
+            tmp.write_text('{"v": ')
+            raise RuntimeError("interrupted")
+    assert read_json(path) == {"v": 1} and sorted(tmp_path.iterdir()) == [path]
+    (tmp_path / "d.tmp").mkdir()  # a folder left by a killed run is cleared before writing
+    with written_atomically(tmp_path / "d") as tmp:
+        tmp.mkdir()
+        (tmp / "x").write_text("1")
+    assert (tmp_path / "d" / "x").read_text() == "1" and not (tmp_path / "d.tmp").exists()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+from hf_unlearn.io import written_atomically
+
 FORGET_PERCENTAGES = (1, 5, 10)
 
 _ONSETS = [
@@ -419,10 +421,8 @@ def write_synthetic(out_dir: str | Path, **kwargs) -> dict[str, Path]:
     paths = {}
     for split, ds in synthetic_splits(**kwargs).items():
         path = out / f"{split}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        with written_atomically(path) as tmp, tmp.open("w", encoding="utf-8") as f:
             for row in ds:
                 f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
-        tmp.replace(path)
         paths[split] = path
     return paths

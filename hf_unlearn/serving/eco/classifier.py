@@ -30,7 +30,6 @@ alone, for servers that answer the prompts they decide without waiting for the e
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 from collections import Counter
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.io import read_json, write_json_atomic, written_atomically
 
 CLASSIFIER_FILE = "classifier.json"
 SCREEN_FILE = "screen.npz"
@@ -218,10 +217,8 @@ class Screen:
         return out
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with written_atomically(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, indices=self.indices, weights=self.weights)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path, intercept: float, margin: float) -> Screen:
