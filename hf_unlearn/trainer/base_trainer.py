@@ -249,7 +249,11 @@ class UnlearningTrainer(Trainer):
             if self.args.ref_model_name_or_path or (source and Path(source).is_dir()):
                 from transformers import AutoModelForCausalLM
 
-                ref_model = AutoModelForCausalLM.from_pretrained(source, dtype=self.model.dtype)
+                from hf_unlearn.packaged import resolve_model_source
+
+                ref_model = AutoModelForCausalLM.from_pretrained(
+                    resolve_model_source(source), dtype=self.model.dtype
+                )
             else:
                 logger.info("The model has no loadable path; keeping one frozen in-memory copy as reference.")
                 ref_model = copy.deepcopy(self.model)

@@ -45,9 +45,12 @@ def engine_kwargs(
     """
     import torch
 
+    from hf_unlearn.packaged import resolve_model_source
+
+    model = resolve_model_source(model)
     kwargs: dict[str, Any] = {
-        "model": str(model),
-        "tokenizer": str(tokenizer or model),
+        "model": model,
+        "tokenizer": resolve_model_source(tokenizer) if tokenizer else model,
         "max_model_len": max_model_len,
         "enable_prompt_embeds": True,
     }

@@ -103,6 +103,9 @@ def input_embedding_weight(model_dir: str | Path) -> torch.Tensor:
     """
     from safetensors import safe_open
 
+    from hf_unlearn.packaged import resolve_model_source
+
+    model_dir = resolve_model_source(model_dir)
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
         raise ValueError(f"No *.safetensors in {model_dir}; save the model with save_pretrained first.")

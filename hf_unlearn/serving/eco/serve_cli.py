@@ -95,7 +95,10 @@ def build_server(args: ServeArguments):
     from hf_unlearn.serving.eco.guard import ECOGuard, input_embedding_weight
     from hf_unlearn.serving.eco.server import GuardedServer, Limits, TransformersBackend, VLLMBackend
 
+    from hf_unlearn.packaged import resolve_model_source
+
     backend_name = choose_backend(args.backend)
+    args.model = resolve_model_source(args.model)  # packaged:<name> -> its local directory
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     guard = None
     if not args.unguarded:  # the guard embeds flagged prompts with the served model's own embedding matrix
