@@ -92,10 +92,9 @@ def build_server(args: ServeArguments):
     """The ``GuardedServer`` for ``args``: tokenizer, guard and the chosen backend, started."""
     from transformers import AutoTokenizer
 
+    from hf_unlearn.packaged import resolve_model_source
     from hf_unlearn.serving.eco.guard import ECOGuard, input_embedding_weight
     from hf_unlearn.serving.eco.server import GuardedServer, Limits, TransformersBackend, VLLMBackend
-
-    from hf_unlearn.packaged import resolve_model_source
 
     backend_name = choose_backend(args.backend)
     args.model = resolve_model_source(args.model)  # packaged:<name> -> its local directory
