@@ -81,6 +81,14 @@ class DP2Config(TrainConfig):
     )
     dp_epochs: int = field(default=10, metadata={"help": "Passes over the privacy units in the DP stage."})
     dp_learning_rate: float = field(default=5e-3, metadata={"help": "AdamW learning rate of the DP stage."})
+    reproducible_dp_noise: bool = field(
+        default=False,
+        metadata={
+            "help": "Research only: seed the DP noise and Poisson sampling from --seed so that runs repeat. "
+            "Anyone who knows the seed can regenerate the noise, which voids the guarantee; the card then "
+            "warns. Default: seeded from os.urandom, never recorded."
+        },
+    )
     dp_lora_r: int = field(
         default=0,
         metadata={
