@@ -788,7 +788,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="Staging folder (default with --dry-run: MODEL-hub-staging).",
     )
-    parser.add_argument("--guard", type=Path, default=None, help="ECO guard directory to include (guard/).")
+    parser.add_argument(
+        "--guard",
+        type=Path,
+        default=None,
+        help="ECO guard directory to include (guard/); it names the forget subjects, so this is refused "
+        "without --allow-guard-upload.",
+    )
     parser.add_argument(
         "--eval", type=Path, default=None, help="Evaluation output directory to include (eval/)."
     )

@@ -212,8 +212,11 @@ def test_a_reproducible_dp_noise_card_warns_and_only_then_shows_the_seed(small_s
 
 
 @pytest.fixture(scope="module")
-def method_dirs(memorised_model_dir, small_splits, tmp_path_factory) -> dict:
-    """Every demo method's output, written small by its own save path; ``eco`` is a guard directory."""
+def method_dirs(small_splits, tiny_tokenizer, tmp_path_factory) -> dict:
+    """Every demo method's output, written small by its own save path; ``eco`` is a guard directory.
+
+    What is saved, not how well it forgets, is under test here, so the "full" model is an untrained tiny Llama
+    with the demo's tokenizer (trained on every person's text, the forgotten included)."""
     from hf_unlearn.serving.eco.fit import fit_classifier
     from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig
     from hf_unlearn.trainer.demo_methods import unlearn_demo_row
@@ -221,13 +224,16 @@ def method_dirs(memorised_model_dir, small_splits, tmp_path_factory) -> dict:
     from hf_unlearn.trainer.whp_demo import whp
 
     root = tmp_path_factory.mktemp("methods")
+    full = root / "full"
+    build_tiny_llama(tiny_tokenizer, seed=0).save_pretrained(full)
+    tiny_tokenizer.save_pretrained(full)
     dirs = {}
     for name in ("ga", "npo", "simnpo"):
-        unlearn_demo_row(name, memorised_model_dir, small_splits, root / name, 0, max_steps=2)
+        unlearn_demo_row(name, full, small_splits, root / name, 0, max_steps=2)
         dirs[name] = root / name
-    whp(memorised_model_dir, small_splits, root / "whp", 0, max_steps=2, reinforce_epochs=1)
+    whp(full, small_splits, root / "whp", 0, max_steps=2, reinforce_epochs=1)
     dirs["whp"] = root / "whp"
-    _, tokenizer = load_model_and_tokenizer(memorised_model_dir)
+    _, tokenizer = load_model_and_tokenizer(full)
     args = DP2Config(output_dir=str(root / "dp2"), seed=0, dp_epochs=1, dp_batch_size=5, target_delta=1e-3,
                      num_train_epochs=1, **QUIET)  # fmt: skip
     dp2_on_splits(build_tiny_llama(tokenizer), tokenizer, args, small_splits)

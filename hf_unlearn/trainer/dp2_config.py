@@ -24,7 +24,9 @@ class DP2Config(TrainConfig):
     user-level DP-SGD that samples subjects (Poisson, rate ``sample_rate``), sums each sampled subject's
     per-record gradients, clips that sum to ``dp_max_grad_norm`` and adds Gaussian noise; N is then the
     number of subjects. A deletion request that removes a whole subject is covered by the guarantee only with
-    ``privacy_unit="subject"`` (a record-level epsilon grows with the records a person has, by group privacy).
+    ``privacy_unit="subject"`` (a record-level epsilon grows with the records a person has, by group privacy),
+    and the k subjects of one request (or of all requests so far) only by the group bound
+    (k·epsilon, k·e^((k-1)·epsilon)·delta) of :func:`~hf_unlearn.trainer.dp2_privacy.group_privacy`.
     """
 
     # --- privacy budget ---
