@@ -29,8 +29,9 @@ AUDIT_SUFFIX = ".audit"
 SALT_FILE = "salt"
 SCAN_RECORD_FILE = "scan_record.json"
 NGRAM_WORDS = 6  # strings longer than this are recorded as their 6-word windows
-# Columns that hold no forget-set facts: wrong answers made up for the truth ratio, and the kind of a fact.
-NOT_FORGET_TEXT = ("perturbed_answer", "fact")
+# Columns that hold no forget-set facts: wrong answers and other subjects made up for the truth ratio (TOFU), and
+# the kind of a fact (the embedded default).
+NOT_FORGET_TEXT = ("perturbed_answer", "perturbed_subject", "fact")
 NORMALISATION = (
     "NFKC, casefolded, split into runs of letters/digits; strings of up to 6 words whole, longer ones as their "
     "6-word windows; each joined by one space and hashed with HMAC-SHA256 keyed by the salt"
@@ -146,23 +147,24 @@ def _identifying(gram: tuple[str, ...]) -> bool:
 def scan_grams(forget_sets, retain_sets=(), subject_column: str = "subject") -> set[tuple[str, ...]]:
     """The word sequences the scan looks for (see :data:`NORMALISATION`).
 
-    Every forget subject name, whole; each part of a name (4+ letters) that no retained string contains; every
-    forget string of up to 6 words and every 6-word window of longer ones, unless a retained string holds it too
-    (a city or a sentence template shared with a retained person says nothing about who was forgotten).
+    Every forget subject name, whole, and each of its parts of 4+ letters; every forget string of up to 6 words
+    and every 6-word window of longer ones. Left out is what a retained string holds too: a city, a sentence
+    template or a TOFU "subject" that is a place, shared with a retained person, says nothing about who was
+    forgotten.
     """
     forget_sets, retain_sets = list(forget_sets), list(retain_sets)
     subjects = {
         s for rows in forget_sets for row in rows if isinstance(s := dict(row).get(subject_column), str)
     }
-    names = {tuple(words(s)) for s in subjects if words(s)}
-    candidates = {(w,) for s in subjects for w in words(s) if len(w) >= 4}
+    candidates = {tuple(words(s)) for s in subjects if words(s)}
+    candidates |= {(w,) for s in subjects for w in words(s) if len(w) >= 4}
     for s in forget_strings(forget_sets):
         candidates |= {g for g in _grams(words(s)) if _identifying(g)}
     lengths = {len(g) for g in candidates}
     for s in forget_strings(retain_sets, min_chars=1):  # drop what a retained string holds too
         tokens = words(s)
         candidates -= {tuple(tokens[i : i + n]) for n in lengths for i in range(len(tokens) - n + 1)}
-    return candidates | names
+    return candidates
 
 
 def write_scan_record(audit_dir: str | Path, forget_sets, retain_sets=(), subject_column="subject") -> dict:

@@ -101,6 +101,24 @@ def test_scan_record_is_keyed_finds_names_in_any_form_and_spares_retained_text(s
     )  # per-run salt
 
 
+def test_scan_record_on_tofu_finds_the_authors_and_spares_the_retained_authors(tofu_dir, tmp_path):
+    from hf_unlearn.data.loading import load_rows
+
+    forget, retain = load_rows(tofu_dir / "forget01.json"), load_rows(tofu_dir / "retain99.json")
+    record = write_scan_record(tmp_path, [forget], [retain])
+    salt, hashes = salt_of(tmp_path, create=False), set(record["hashes"])
+    retained_text = " ".join(list(retain["question"]) + list(retain["answer"]))
+    # TOFU's subjects are the authors and some places; a place a retained author shares is not recorded
+    authors = [s for s in sorted(set(forget["subject"])) if s not in retained_text]
+    assert len(authors) >= 2
+    for author in authors:
+        assert scan_text(f"Model card of\n{author}", salt, record["lengths"], hashes) == [2], author
+    assert scan_text(forget[0]["answer"], salt, record["lengths"], hashes) == [1]
+    sample = retain.select(range(0, len(retain), 10))
+    retained = "\n".join(q + " " + a for q, a in zip(sample["question"], sample["answer"]))
+    assert scan_text(retained, salt, record["lengths"], hashes) == []
+
+
 # -- DP: randomness and group privacy ----------------------------------------------------------------------
 
 
