@@ -144,6 +144,11 @@ def _identifying(gram: tuple[str, ...]) -> bool:
     return not all(w.isdigit() for w in gram) and (len(gram) > 1 or len(gram[0]) >= 4)
 
 
+def forget_subjects(forget_sets: Iterable[Iterable[Mapping]], subject_column: str = "subject") -> set[str]:
+    """The values of ``subject_column`` in the forget rows (none when the rows have no such column)."""
+    return {s for rows in forget_sets for row in rows if isinstance(s := dict(row).get(subject_column), str)}
+
+
 def scan_grams(forget_sets, retain_sets=(), subject_column: str = "subject") -> set[tuple[str, ...]]:
     """The word sequences the scan looks for (see :data:`NORMALISATION`).
 
@@ -153,9 +158,7 @@ def scan_grams(forget_sets, retain_sets=(), subject_column: str = "subject") -> 
     forgotten.
     """
     forget_sets, retain_sets = list(forget_sets), list(retain_sets)
-    subjects = {
-        s for rows in forget_sets for row in rows if isinstance(s := dict(row).get(subject_column), str)
-    }
+    subjects = forget_subjects(forget_sets, subject_column)
     candidates = {tuple(words(s)) for s in subjects if words(s)}
     candidates |= {(w,) for s in subjects for w in words(s) if len(w) >= 4}
     for s in forget_strings(forget_sets):

@@ -33,6 +33,7 @@ from hf_unlearn.audit import (
     audit_dir_for,
     forget_fingerprint,
     forget_strings,
+    forget_subjects,
     salt_of,
     scan_folder,
     write_scan_record,
@@ -365,14 +366,7 @@ def vocabulary_names(model_dir: str | Path, forget_sets: Iterable) -> dict[str, 
     is published with the model, outside any unlearning or DP guarantee.
     """
     path = Path(model_dir) / "tokenizer.json"
-    parts = {
-        w
-        for rows in forget_sets
-        for row in rows
-        if isinstance(subject := dict(row).get("subject"), str)
-        for w in re.findall(r"[^\W_]+", subject)
-        if len(w) >= 4
-    }
+    parts = {w for s in forget_subjects(forget_sets) for w in re.findall(r"[^\W_]+", s) if len(w) >= 4}
     if not path.exists() or not parts:
         return None
     from tokenizers import Tokenizer
