@@ -53,7 +53,7 @@ class DP2UnlearnArguments:
     )
     forget_files: list[str] = field(
         default_factory=list,
-        metadata={"help": "QA sources of the deletion request (recorded by fingerprint)."},
+        metadata={"help": "QA sources of the deletion request (recorded by keyed fingerprint)."},
     )
     forget_text_files: list[str] = field(
         default_factory=list, metadata={"help": "Text sources of the deletion request."}
@@ -81,7 +81,12 @@ class DP2UnlearnArguments:
 
 
 def unlearn_main(argv: list[str] | None = None) -> int:
-    """``hf-unlearn unlearn dp2``: the deletion stage; saves the model with ``dp2_deletion.json``."""
+    """``hf-unlearn unlearn dp2``: the deletion stage; saves the model with ``dp2_deletion.json`` and its card.
+
+    The request is fingerprinted with the salt of the DP model's audit folder (``DP_MODEL.audit``), so the
+    fingerprints of every request answered from one DP model are comparable.
+    """
+    from hf_unlearn.audit import audit_dir_for, salt_of
     from hf_unlearn.trainer.dp2_trainer import DELETION_FILE, request_fingerprint, unlearn_from_dp_base
 
     parser = dataclass_parser((DP2UnlearnArguments, TrainConfig), prog="hf-unlearn unlearn dp2")
@@ -107,8 +112,16 @@ def unlearn_main(argv: list[str] | None = None) -> int:
             check_disjoint(forget_part, keep)
     forget = concatenate_datasets(forget_sets)
     requests = read_json(script.previous_deletion)["requests"] if script.previous_deletion else []
-    requests.append(request_fingerprint(forget, script.subject_column))
-    _, record = unlearn_from_dp_base(script.dp_model, args, retain_qa, retain_text, requests)
+    salt = salt_of(audit_dir_for(script.dp_model))
+    requests.append(request_fingerprint(forget, salt, script.subject_column))
+    _, record = unlearn_from_dp_base(
+        script.dp_model,
+        args,
+        retain_qa,
+        retain_text,
+        requests,
+        forget_dataset={f"request-{len(requests)}": forget},
+    )
     training = record["training"]
     print(
         f"Saved the unlearned model to {args.output_dir} ({DELETION_FILE}: {len(requests)} request(s) answered) "

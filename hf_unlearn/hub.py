@@ -1,13 +1,15 @@
 """Model cards for unlearned models and ``hf-unlearn push``.
 
 A trainer calls :func:`write_model_card` once when it saves: the card (``README.md``) records the base model,
-the method and its hyperparameters, the data sources, a *fingerprint* of the forget set (never its content),
-evaluation results as ``model-index`` metadata, DP and guard metrics where relevant, and the limitations of
-approximate unlearning. The card's inputs are kept beside it (``unlearning_card.json``) so that
-``hf-unlearn push --eval DIR --guard DIR`` can re-render it with results that arrive later.
+the method and its hyperparameters, the data sources, a keyed *fingerprint* of the forget set (never its
+content), evaluation results as ``model-index`` metadata, DP and guard metrics where relevant, and the
+limitations of approximate unlearning. The card's inputs are kept beside it (``unlearning_card.json``) so that
+``hf-unlearn push --eval DIR --guard DIR`` can re-render it with results that arrive later. The same call
+writes the run's local audit folder (:mod:`hf_unlearn.audit`): the fingerprint salt and the keyed scan record
+that ``push`` checks every staged file against.
 
 Every card is checked for forget-set text before it is written: hyperparameter values that contain forget
-text are replaced by their SHA-256, and any other leak raises ``ValueError``.
+text are left out, and any other leak raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import re
@@ -24,15 +25,25 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.audit import (
+    AUDIT_SUFFIX,
+    CANONICALISATION,
+    SALT_FILE,
+    SCAN_RECORD_FILE,
+    audit_dir_for,
+    forget_fingerprint,
+    forget_strings,
+    forget_subjects,
+    salt_of,
+    scan_folder,
+    write_scan_record,
+)
+from hf_unlearn.io import read_json, write_json_atomic, written_atomically
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "unlearned_model.md"
 CARD_FILE = "README.md"
 CARD_INPUTS_FILE = "unlearning_card.json"
 PRIVACY_FILE = "dp_privacy.json"  # the DP accounting the DP2 trainer saves beside its model
-CANONICALISATION = (
-    "each row as JSON with sorted keys, no whitespace, UTF-8; rows sorted; joined by newlines; SHA-256"
-)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # name -> (title, one-paragraph description). Looked up case-insensitively with "+"/"-" read as "_".
@@ -65,7 +76,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "dp2": (
         "DP2Unlearning",
         "The original model was trained with DP-SGD on all data; on the deletion request it was fine-tuned "
-        "on the retain data only, so the forgotten records keep the DP guarantee of the original training.",
+        "on the retain data only. Each forgotten privacy unit (a subject or a record) is covered by the DP "
+        "model's (epsilon, delta); the units a request deletes together only by the weaker group bound below.",
     ),
     "eco": (
         "ECO embedding-corrupted prompts (inference-time)",
@@ -92,6 +104,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "holdout_rouge": ("ROUGE-L on holdout", "-"),
 }
 GUARD_KEYS = ("classifier_recall", "classifier_fpr")
+DP_SEED_KEYS = ("seed", "data_seed")  # never on a DP model's card unless its noise is reproducible by design
 PRIVACY_KEYS = (
     "epsilon",
     "target_epsilon",
@@ -116,49 +129,6 @@ _NOISE_KEYS = {
 _NOISE_PREFIXES = ("logging_", "log_", "save_", "hub_", "dataloader_", "ddp_", "trackio_", "eval_", "include_",
                    "torch_compile", "gradient_checkpointing_kwargs")  # fmt: skip
 _NOISE_SUFFIXES = ("_dir", "_path", "_file", "_token")
-
-
-def canonical_rows(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Each row as canonical JSON (sorted keys, no whitespace, non-ASCII kept), the rows sorted."""
-    return sorted(
-        json.dumps(dict(r), sort_keys=True, ensure_ascii=False, separators=(",", ":")) for r in rows
-    )
-
-
-def forget_fingerprint(dataset: Iterable[Mapping[str, Any]]) -> dict:
-    """``{"count", "sha256"}`` of a forget set (a ``datasets.Dataset`` or a list of dicts).
-
-    The hash is over the canonicalised rows (see :data:`CANONICALISATION`), so it does not depend on row order
-    or key order; it identifies the set without revealing it.
-    """
-    rows = canonical_rows(dataset)
-    return {"count": len(rows), "sha256": hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()}
-
-
-def forget_strings(forget_sets: Iterable[Iterable[Mapping[str, Any]]], min_chars: int = 4) -> set[str]:
-    """Every string in the forget rows (lists flattened) worth searching for in a published file.
-
-    Strings shorter than ``min_chars`` and purely numeric ones (years, counts) are left out: on their own they
-    identify nobody and they collide with metric values and hashes.
-    """
-    found: set[str] = set()
-
-    def collect(value):
-        if isinstance(value, str):
-            value = value.strip()
-            if len(value) >= min_chars and not re.fullmatch(r"[\d\s.,:/+-]*", value):
-                found.add(value)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                collect(v)
-        elif isinstance(value, Mapping):
-            for v in value.values():
-                collect(v)
-
-    for rows in forget_sets:
-        for row in rows:
-            collect(row)
-    return found
 
 
 def find_forget_text(text: str, strings: Iterable[str]) -> list[str]:
@@ -270,6 +240,7 @@ def render_model_card(
     guard_metrics: Mapping[str, Any] | None = None,
     is_adapter: bool = False,
     license: str | None = None,
+    vocabulary_names: Mapping[str, int] | None = None,
     template_path: str | Path = TEMPLATE_PATH,
 ):
     """Render the card (a ``huggingface_hub.ModelCard``) from already-prepared, forget-text-free inputs.
@@ -335,7 +306,10 @@ def render_model_card(
             for k, v in eval_results.items()
         ],
         eval_note=f"Evaluated on `{eval_dataset}`; also in the `model-index` metadata of this card.",
-        privacy=dict(privacy or {}),
+        privacy={k: v for k, v in (privacy or {}).items() if not isinstance(v, (list, dict))},
+        group_bounds=list((privacy or {}).get("group_bounds", [])),
+        cumulative_bound=(privacy or {}).get("cumulative_bound"),
+        vocabulary_names=vocabulary_names,
         guard={k: _cell(v) for k, v in (guard_metrics or {}).items()},
         version=__version__,
         date=datetime.date.today().isoformat(),
@@ -375,12 +349,37 @@ def _redact(hyperparameters: dict, strings: set[str]) -> dict:
     return out
 
 
+def _datasets(data) -> list:
+    """A dataset, a list of them or a dict of them (``None``: none) as a list."""
+    if data is None:
+        return []
+    if isinstance(data, Mapping):
+        return list(data.values())
+    return list(data) if isinstance(data, (list, tuple)) else [data]
+
+
+def vocabulary_names(model_dir: str | Path, forget_sets: Iterable) -> dict[str, int] | None:
+    """How many parts (4+ letters) of the forget subjects' names are single tokens of ``model_dir``'s tokenizer.
+
+    ``{"single_tokens", "name_parts"}``, or ``None`` when there is no ``tokenizer.json`` or no subject column.
+    An invented name that is one token means the tokenizer was trained on text that included it: the vocabulary
+    is published with the model, outside any unlearning or DP guarantee.
+    """
+    path = Path(model_dir) / "tokenizer.json"
+    parts = {w for s in forget_subjects(forget_sets) for w in re.findall(r"[^\W_]+", s) if len(w) >= 4}
+    if not path.exists() or not parts:
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    single = sum(len(tokenizer.encode(f" {w}", add_special_tokens=False).ids) == 1 for w in parts)
+    return {"single_tokens": single, "name_parts": len(parts)}
+
+
 def _privacy_from(output_dir: Path, hyperparameters: Mapping[str, Any]) -> dict:
     if (output_dir / PRIVACY_FILE).exists():
         record = read_json(output_dir / PRIVACY_FILE)
-        return {
-            k: v for k, v in record.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)
-        }
+        return {k: v for k, v in record.items() if isinstance(v, (str, int, float))}
     return {k: hyperparameters[k] for k in PRIVACY_KEYS if k in hyperparameters}
 
 
@@ -397,8 +396,16 @@ def write_model_card(
     guard_metrics: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
     license: str | None = None,
+    retain_dataset=None,
+    audit_dir: str | Path | None = None,
 ):
-    """Write ``output_dir/README.md`` (the model card) and its inputs; call it once when a trainer saves.
+    """Write ``output_dir/README.md`` (the model card) and its inputs, and the run's local audit folder; call it
+    once when a trainer saves.
+
+    The audit folder (``audit_dir``, default ``<output_dir>.audit`` beside it; see :mod:`hf_unlearn.audit`)
+    receives the salt that keys the card's forget-set fingerprints and the scan record ``push`` checks staged
+    files against. For a DP model (``privacy`` set or found) the card publishes no ``seed``/``data_seed`` unless
+    the privacy record says the DP noise was seeded reproducibly (``reproducible_dp_noise``), and then warns.
 
     Args:
         output_dir: the saved model or adapter directory.
@@ -417,6 +424,9 @@ def write_model_card(
         guard_metrics: ECO guard classifier metrics (``classifier_recall``, ``classifier_fpr``, ...).
         repo_id: the Hub repository the card will be pushed to (used in the usage snippet and title).
         license: a license id for the metadata.
+        retain_dataset: the retained data (a dataset, or a list/dict of them). Strings it shares with the
+            forget set (a city, a sentence template) are left out of the scan record.
+        audit_dir: where the audit folder is (default ``<output_dir>.audit``).
 
     Returns:
         The ``huggingface_hub.ModelCard`` that was written.
@@ -427,22 +437,29 @@ def write_model_card(
     output_dir = Path(output_dir)
     forget_sets = _as_forget_sets(forget_dataset)
     strings = forget_strings(forget_sets.values())
+    audit = audit_dir_for(output_dir, audit_dir)
+    write_scan_record(audit, forget_sets.values(), _datasets(retain_dataset))
+    salt = salt_of(audit)
     all_hyperparameters = card_hyperparameters(config)
+    privacy = dict(privacy) if privacy is not None else _privacy_from(output_dir, all_hyperparameters)
     hyperparameters = _redact(all_hyperparameters, strings)
+    if privacy and not privacy.get("reproducible_dp_noise"):  # a published seed would regenerate DP noise
+        hyperparameters = {k: v for k, v in hyperparameters.items() if k not in DP_SEED_KEYS}
     adapter_config = output_dir / "adapter_config.json"
     if base_model is None and adapter_config.exists():
         base_model = read_json(adapter_config).get("base_model_name_or_path")
     inputs = {
         "method": method,
         "hyperparameters": hyperparameters,
-        "fingerprints": {name: forget_fingerprint(rows) for name, rows in forget_sets.items()},
+        "fingerprints": {name: forget_fingerprint(rows, salt) for name, rows in forget_sets.items()},
         "base_model": base_model,
         "data_sources": dict(data_sources or {}),
         "eval_results": flat_metrics(eval_results),
-        "privacy": dict(privacy) if privacy is not None else _privacy_from(output_dir, all_hyperparameters),
+        "privacy": privacy,
         "guard_metrics": dict(guard_metrics or {}),
         "is_adapter": adapter_config.exists(),
         "license": license,
+        "vocabulary_names": vocabulary_names(output_dir, forget_sets.values()),
     }
     _check_no_leak(json.dumps(inputs, ensure_ascii=False, default=str), strings, "the card inputs")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -523,8 +540,9 @@ def validate_card_offline(path: str | Path) -> dict:
 
 
 # Files a trainer leaves beside the model that are not part of a release (resumable state, logs, pickles).
+# Audit material (hf_unlearn.audit) is never released, even when an audit folder was put inside the model dir.
 _NOT_RELEASED = ("checkpoint-*", "runs", "optimizer.pt", "scheduler.pt", "rng_state*", "training_args.bin",
-                 "*.tmp", "trainer_state.json")  # fmt: skip
+                 "*.tmp", "trainer_state.json", f"*{AUDIT_SUFFIX}", SALT_FILE, SCAN_RECORD_FILE)  # fmt: skip
 # Published files that may legitimately hold forget-set *pieces*: weights, and tokenizer vocabularies (names
 # are often single tokens). The leak scan skips them.
 _SCAN_SKIPPED = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "tokenizer.json", "vocab.json",
@@ -558,6 +576,16 @@ def scan_for_forget_text(folder: str | Path, forget_sets: Iterable) -> dict[str,
     return hits
 
 
+def _check_model_dir(model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        raise ValueError(f"--model {str(model_dir)!r} is not a directory; pass a saved model or adapter dir.")
+    if not ((model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists()):
+        raise ValueError(
+            f"{str(model_dir)!r} holds neither config.json nor adapter_config.json; pass the directory a "
+            "trainer saved (save_model / save_pretrained)."
+        )
+
+
 def stage_release(
     model_dir: str | Path,
     staging_dir: str | Path,
@@ -575,13 +603,7 @@ def stage_release(
     of ``eval_dir``) and ``guard/`` (a copy of ``guard_dir``). The card is validated offline.
     """
     model_dir, staging_dir = Path(model_dir), Path(staging_dir)
-    if not model_dir.is_dir():
-        raise ValueError(f"--model {str(model_dir)!r} is not a directory; pass a saved model or adapter dir.")
-    if not ((model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists()):
-        raise ValueError(
-            f"{str(model_dir)!r} holds neither config.json nor adapter_config.json; pass the directory a "
-            "trainer saved (save_model / save_pretrained)."
-        )
+    _check_model_dir(model_dir)
     if staging_dir.exists() and any(staging_dir.iterdir()):
         raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
     shutil.copytree(model_dir, staging_dir, ignore=shutil.ignore_patterns(*_NOT_RELEASED), dirs_exist_ok=True)
@@ -608,6 +630,53 @@ def stage_release(
     return sorted(str(p.relative_to(staging_dir)) for p in staging_dir.rglob("*") if p.is_file())
 
 
+GUARD_REFUSAL = (
+    "--guard {guard}: an ECO guard holds the forget subjects by design (guard_config.json's 'subjects', the "
+    "classifier's entities), so uploading it publishes who asked to be forgotten. Keep the guard on the serving "
+    "machine, or push it to a separate private repository and pass --allow-guard-upload (with --private) to say "
+    "that this is intended; see README 'Keeping the guard private'."
+)
+
+
+def _leak_report(hits: Mapping[str, list]) -> str:
+    return ", ".join(
+        f"{path} (line{'s' if len(found) > 1 else ''} {', '.join(map(str, found[:5]))})"
+        if found and isinstance(found[0], int)
+        else f"{path} ({len(found)} --forget-data string(s))"
+        for path, found in sorted(hits.items())
+    )
+
+
+def check_release(
+    staging: Path,
+    audit_dir: Path | None,
+    forget_data: Iterable[str | Path] = (),
+    skip_dirs: Iterable[str] = (),
+) -> None:
+    """Refuse a staged release holding forget-set text: every file (weights and tokenizer vocabularies aside)
+    is scanned against the keyed scan record of ``audit_dir`` and, as an extra source, the plaintext of the
+    ``forget_data`` files. Files under the top-level folders ``skip_dirs`` are not read.
+
+    Raises:
+        ValueError: naming every file with a hit and its lines, and how to fix it.
+    """
+    from hf_unlearn.data.loading import load_rows
+
+    skip_dirs = tuple(skip_dirs)
+    hits: dict[str, list] = {}
+    if audit_dir is not None:
+        hits.update(scan_folder(staging, audit_dir, _SCAN_SKIPPED, skip_dirs))
+    if forget_data:
+        plain = scan_for_forget_text(staging, [load_rows(path) for path in forget_data])
+        hits.update({k: v for k, v in plain.items() if k not in hits and Path(k).parts[0] not in skip_dirs})
+    if hits:
+        raise ValueError(
+            f"Forget-set text found in the files to upload: {_leak_report(hits)}; nothing was uploaded and no "
+            "staging folder was left. Remove the names and per-example outputs from those files (keep summary "
+            "metrics in eval/; audit material belongs in the audit folder) and push again."
+        )
+
+
 def push(
     model_dir: str | Path,
     repo_id: str,
@@ -619,44 +688,61 @@ def push(
     eval_dir: str | Path | None = None,
     tokenizer_dir: str | Path | None = None,
     forget_data: Iterable[str | Path] = (),
+    audit_dir: str | Path | None = None,
+    allow_guard_upload: bool = False,
     commit_message: str | None = None,
     api=None,
 ) -> dict:
-    """Stage a release (see :func:`stage_release`) and upload it with ``huggingface_hub.HfApi``.
+    """Stage a release (see :func:`stage_release`), check it for forget-set text and upload it with
+    ``huggingface_hub.HfApi``.
+
+    Every staged file is scanned (:func:`check_release`) against the keyed scan record that the trainer wrote
+    into the model's audit folder (``audit_dir``, default ``<model_dir>.audit``), and against the text of the
+    ``forget_data`` files when given; a hit refuses the push. The folder is staged beside its target and moved
+    into place only once it passed, so a refused push leaves no staging folder. ``guard_dir`` (an ECO guard,
+    which names the forget subjects) is refused unless ``allow_guard_upload``; the guard is then not scanned.
 
     The token comes from the usual places (``HF_TOKEN``, ``huggingface-cli login``). With ``dry_run`` nothing
-    is uploaded and the staging folder is kept (default ``<model_dir>-hub-staging``). ``forget_data`` files
-    are scanned for in every staged text file first; a hit stops the push. ``api`` replaces ``HfApi()``.
+    is uploaded and the staging folder is kept (default ``<model_dir>-hub-staging``). ``api`` replaces
+    ``HfApi()``.
 
     Returns:
         ``{"repo_id", "staging_dir" (None once uploaded from a temporary folder), "files", "url"}``.
     """
     import tempfile
 
-    from hf_unlearn.data.loading import load_rows
-
     if not _HUB_ID.match(repo_id):
         raise ValueError(f"--repo-id {repo_id!r} is not a Hub repository id; use ORG/NAME, e.g. me/npo-tofu.")
+    if guard_dir is not None and not allow_guard_upload:
+        raise ValueError(GUARD_REFUSAL.format(guard=guard_dir))
     model_dir = Path(model_dir)
+    _check_model_dir(model_dir)
+    audit = audit_dir_for(model_dir, audit_dir)
+    if not (audit / SCAN_RECORD_FILE).exists():
+        if audit_dir is not None or not forget_data:
+            raise ValueError(
+                f"No scan record at {str(audit / SCAN_RECORD_FILE)!r}, so the release cannot be checked for "
+                "forget-set text. It is written when an hf-unlearn trainer saves the model; pass --audit-dir "
+                "if the audit folder was moved, or --forget-data FILE to scan for the forget set's text itself."
+            )
+        audit = None
     if staging_dir is None and dry_run:
         staging_dir = model_dir.parent / f"{model_dir.name}-hub-staging"
+    if staging_dir is not None and Path(staging_dir).exists() and any(Path(staging_dir).iterdir()):
+        raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
     tmp = None if staging_dir is not None else tempfile.TemporaryDirectory(prefix="hf-unlearn-push-")
-    staging = Path(staging_dir) if staging_dir is not None else Path(tmp.name)
+    staging = Path(staging_dir) if staging_dir is not None else Path(tmp.name) / "release"
     try:
-        files = stage_release(
-            model_dir,
-            staging,
-            repo_id=repo_id,
-            guard_dir=guard_dir,
-            eval_dir=eval_dir,
-            tokenizer_dir=tokenizer_dir,
-        )
-        leaks = scan_for_forget_text(staging, [load_rows(path) for path in forget_data])
-        if leaks:
-            raise ValueError(
-                f"Forget-set text found in the files to upload: {sorted(leaks)}; nothing was uploaded. Remove "
-                "per-example outputs from the eval/guard folders (keep summary metrics) and push again."
+        with written_atomically(staging) as building:  # removed if staging or the check fails
+            files = stage_release(
+                model_dir,
+                building,
+                repo_id=repo_id,
+                guard_dir=guard_dir,
+                eval_dir=eval_dir,
+                tokenizer_dir=tokenizer_dir,
             )
+            check_release(building, audit, forget_data, skip_dirs=("guard",) if guard_dir is not None else ())
         url = None
         if not dry_run:
             if api is None:
@@ -696,7 +782,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="Staging folder (default with --dry-run: MODEL-hub-staging).",
     )
-    parser.add_argument("--guard", type=Path, default=None, help="ECO guard directory to include (guard/).")
+    parser.add_argument(
+        "--guard",
+        type=Path,
+        default=None,
+        help="ECO guard directory to include (guard/); it names the forget subjects, so this is refused "
+        "without --allow-guard-upload.",
+    )
     parser.add_argument(
         "--eval", type=Path, default=None, help="Evaluation output directory to include (eval/)."
     )
@@ -705,7 +797,19 @@ def main(argv: list[str] | None = None) -> int:
         "--forget-data",
         nargs="*",
         default=[],
-        help="Forget-set file(s): refuse to upload if any staged text file contains their text.",
+        help="Forget-set file(s) to scan for as well: refuse to upload if any staged text file contains "
+        "their text (the keyed scan record of the audit folder is always checked).",
+    )
+    parser.add_argument(
+        "--audit-dir",
+        type=Path,
+        default=None,
+        help="The model's local audit folder with the scan record (default: MODEL.audit beside MODEL).",
+    )
+    parser.add_argument(
+        "--allow-guard-upload",
+        action="store_true",
+        help="Upload the --guard folder although it names the forget subjects (for a private guard repo).",
     )
     parser.add_argument("--commit-message", default=None, help="Commit message on the Hub.")
     args = parser.parse_args(argv)
@@ -720,11 +824,18 @@ def main(argv: list[str] | None = None) -> int:
             eval_dir=args.eval,
             tokenizer_dir=args.tokenizer,
             forget_data=args.forget_data,
+            audit_dir=args.audit_dir,
+            allow_guard_upload=args.allow_guard_upload,
             commit_message=args.commit_message,
         )
     except ValueError as err:
         parser.error(str(err))
     print("\n".join(result["files"]))
+    if args.guard is not None and not args.private:
+        print(
+            "\nWarning: guard/ names the forget subjects and the repository was not created --private; "
+            "check its visibility on the Hub."
+        )
     if args.dry_run:
         print(f"\nDry run: {len(result['files'])} files staged in {result['staging_dir']}; nothing uploaded.")
     else:

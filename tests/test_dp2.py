@@ -10,6 +10,7 @@ import pytest
 import torch
 from datasets import concatenate_datasets
 
+from hf_unlearn.audit import audit_dir_for, salt_of
 from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.losses import token_log_probs
 from hf_unlearn.models import build_tiny_llama
@@ -194,7 +195,8 @@ def test_dp_stage_then_sequential_deletions(small_splits, tiny_tokenizer, tmp_pa
     model, first = trainer.unlearn(small_splits["forget"], small_splits["forget_text"])
     assert exact_match(model, tiny_tokenizer, small_splits["forget"]) <= 0.1
     request = concatenate_datasets([small_splits["forget"], small_splits["forget_text"]])
-    assert first["requests"] == [request_fingerprint(request)]
+    salt = salt_of(audit_dir_for(tmp_path / "dp_base"), create=False)
+    assert first["requests"] == [request_fingerprint(request, salt)]
     assert first["removed_rows"] == 18 and first["retain_rows"] == 162
     assert first["privacy"]["epsilon"] == pytest.approx(privacy["epsilon"])
     assert json.loads((tmp_path / "request-1" / DELETION_FILE).read_text())["requests"] == first["requests"]
@@ -245,7 +247,7 @@ def test_cli_dp_train_then_unlearn_dp2(small_splits, tmp_path, capsys):
     )  # fmt: skip
     record = json.loads((out / DELETION_FILE).read_text())
     request = concatenate_datasets([small_splits["forget"], small_splits["forget_text"]])
-    assert record["requests"] == [request_fingerprint(request)]
+    assert record["requests"] == [request_fingerprint(request, salt_of(audit_dir_for(base), create=False))]
     assert record["privacy"]["epsilon"] == pytest.approx(privacy["epsilon"]) and record["retain_rows"] == 162
     with pytest.raises(ValueError, match="share 2 subject"):  # the retain data must not hold the request
         unlearn_main([*common, "--retain_files", forget, "--output_dir", str(tmp_path / "x"), *quiet])

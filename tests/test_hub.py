@@ -5,6 +5,7 @@ be tested offline); the card metadata is validated offline (YAML + ``model-index
 """
 
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import pytest
 from huggingface_hub import ModelCard
 from transformers import TrainingArguments
 
+from hf_unlearn.audit import audit_dir_for, salt_of, verify_fingerprint
 from hf_unlearn.cli import main as cli_main
 from hf_unlearn.hub import (
     CARD_FILE,
@@ -81,18 +83,26 @@ def model_dir(tmp_path, tiny_tokenizer):
     return out
 
 
-def test_fingerprint_is_order_free_and_matches_hand_computed_hash():
+def test_fingerprint_is_keyed_order_free_and_matches_hand_computed_hmac():
     rows = [{"question": "Q2", "answer": "A2"}, {"answer": "A1", "question": "Q1"}]
-    expected = hashlib.sha256(b'{"answer":"A1","question":"Q1"}\n{"answer":"A2","question":"Q2"}').hexdigest()
-    assert forget_fingerprint(rows) == {"count": 2, "sha256": expected}
-    assert forget_fingerprint(list(reversed(rows)))["sha256"] == expected
-    assert forget_fingerprint([rows[0], {"question": "Q1", "answer": "A1!"}])["sha256"] != expected
+    canonical = b'{"answer":"A1","question":"Q1"}\n{"answer":"A2","question":"Q2"}'
+    salt = bytes(range(32))
+    expected = hmac.new(salt, canonical, hashlib.sha256).hexdigest()
+    assert forget_fingerprint(rows, salt) == {"count": 2, "hmac_sha256": expected}
+    assert forget_fingerprint(list(reversed(rows)), salt)["hmac_sha256"] == expected
+    assert forget_fingerprint([rows[0], {"question": "Q1", "answer": "A1!"}], salt)["hmac_sha256"] != expected
+    # an auditor with the salt verifies; without it (another key, or the plain SHA-256) nobody can test rows
+    fingerprint = forget_fingerprint(rows, salt)
+    assert verify_fingerprint(list(reversed(rows)), salt, fingerprint)
+    assert not verify_fingerprint(rows[:1], salt, fingerprint)
+    assert not verify_fingerprint(rows, bytes(32), fingerprint)
+    assert hashlib.sha256(canonical).hexdigest() != expected
 
 
 def test_fingerprint_of_a_dataset_equals_that_of_its_rows(small_splits):
-    ds = small_splits["forget"]
-    assert forget_fingerprint(ds) == forget_fingerprint([dict(r) for r in ds])
-    assert forget_fingerprint(ds)["count"] == len(ds)
+    ds, salt = small_splits["forget"], b"k" * 32
+    assert forget_fingerprint(ds, salt) == forget_fingerprint([dict(r) for r in ds], salt)
+    assert forget_fingerprint(ds, salt)["count"] == len(ds)
 
 
 def test_hyperparameters_keep_the_method_fields_first_and_drop_plumbing():
@@ -143,8 +153,8 @@ def test_card_for_each_method_renders_loads_back_and_has_no_forget_text(method, 
     assert f"unlearning-{method}" in loaded.data.tags
     assert {r.metric_type: r.metric_value for r in loaded.data.eval_results} == EVAL
     validate_card_offline(model_dir / CARD_FILE)
-    fp = forget_fingerprint(small_splits["forget"])
-    assert f"| forget | {fp['count']} | `{fp['sha256']}` |" in text
+    fp = forget_fingerprint(small_splits["forget"], salt_of(audit_dir_for(model_dir), create=False))
+    assert f"| forget | {fp['count']} | `{fp['hmac_sha256']}` |" in text
     assert METHODS[method][0] in text and "## Limitations" in text
     assert ("## Differential privacy" in text) == (method == "dp2")
     assert ("## Inference-time guard (ECO)" in text) == (method == "eco")
@@ -176,7 +186,8 @@ def test_a_dataset_dict_of_forget_splits_gets_one_fingerprint_per_split(tmp_path
         {"forget": small_splits["forget"], "forget_text": small_splits["forget_text"]}
     )
     card = write_model_card(tmp_path, method="ga", config={}, forget_dataset=forget)
-    assert f"| forget_text | 2 | `{forget_fingerprint(small_splits['forget_text'])['sha256']}` |" in str(card)
+    fp = forget_fingerprint(small_splits["forget_text"], salt_of(audit_dir_for(tmp_path), create=False))
+    assert f"| forget_text | 2 | `{fp['hmac_sha256']}` |" in str(card)
 
 
 def test_dp_accounting_saved_beside_the_model_goes_into_the_card(tmp_path, small_splits):
@@ -218,7 +229,7 @@ def test_dry_run_writes_the_exact_release_folder_and_uploads_nothing(model_dir, 
     staging = tmp_path / "staging"
     code = cli_main(
         ["push", "--model", str(model_dir), "--repo-id", "me/npo-gdr-tiny", "--dry-run", "--staging", str(staging),
-         "--eval", str(eval_dir), "--guard", str(guard_dir)]
+         "--eval", str(eval_dir), "--guard", str(guard_dir), "--allow-guard-upload"]
     )  # fmt: skip
     assert code == 0
     files = {str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()}
@@ -263,7 +274,15 @@ def test_push_uploads_the_staged_folder_through_hf_api(model_dir, small_splits, 
             return "https://huggingface.co/me/npo/commit/abc"
 
     api = FakeApi()
-    result = push(model_dir, "me/npo", private=True, eval_dir=eval_dir, guard_dir=guard_dir, api=api)
+    result = push(
+        model_dir,
+        "me/npo",
+        private=True,
+        eval_dir=eval_dir,
+        guard_dir=guard_dir,
+        allow_guard_upload=True,
+        api=api,
+    )
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[0][1] == {"repo_id": "me/npo", "repo_type": "model", "private": True, "exist_ok": True}
     upload = api.calls[1][1]
@@ -284,6 +303,8 @@ def test_push_refuses_forget_text_in_eval_outputs_and_bad_inputs(model_dir, smal
         def __getattr__(self, name):
             raise AssertionError(f"HfApi.{name} must not be called")
 
+    with pytest.raises(ValueError, match=r"eval/generations.jsonl \(line 1\).*nothing was uploaded"):
+        push(model_dir, "me/npo", eval_dir=eval_dir, api=NoCalls())  # the keyed scan record, by default
     with pytest.raises(ValueError, match=r"eval/generations.jsonl.*nothing was uploaded"):
         push(model_dir, "me/npo", eval_dir=eval_dir, forget_data=[forget_file], api=NoCalls())
     with pytest.raises(ValueError, match="not a Hub repository id"):
@@ -292,5 +313,8 @@ def test_push_refuses_forget_text_in_eval_outputs_and_bad_inputs(model_dir, smal
         push(tmp_path / "eval", "me/x", dry_run=True, api=NoCalls())
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="has no unlearning_card.json"):
+    with pytest.raises(ValueError, match="No scan record at .*bare.audit"):  # nothing to scan against
         push(tmp_path / "bare", "me/x", dry_run=True, staging_dir=tmp_path / "s2", api=NoCalls())
+    with pytest.raises(ValueError, match="has no unlearning_card.json"):
+        push(tmp_path / "bare", "me/x", dry_run=True, staging_dir=tmp_path / "s2", forget_data=[forget_file])
+    assert not (tmp_path / "s2").exists()  # a refused push leaves no half-written staging folder

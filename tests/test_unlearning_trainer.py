@@ -6,6 +6,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
+from hf_unlearn.audit import audit_dir_for, salt_of
 from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.hub import forget_fingerprint
 from hf_unlearn.models import load_model_and_tokenizer
@@ -130,7 +131,8 @@ def test_lora_trains_only_adapters(method, memorised_model_dir, small_splits, tm
     card = ModelCard.load(out / "README.md")
     assert (
         f"{method}_klr" in card.content
-        and forget_fingerprint(small_splits["forget"])["sha256"] in card.content
+        and forget_fingerprint(small_splits["forget"], salt_of(audit_dir_for(out)))["hmac_sha256"]
+        in card.content
     )
     assert not any(q in card.content for q in small_splits["forget"]["question"])
     assert not any(s in card.content for s in small_splits["forget"]["subject"])

@@ -174,7 +174,9 @@ def test_whp_end_to_end_forgets_with_generic_answers(small_splits, memorised_mod
     assert before >= 0.9 and after <= 0.25, (before, after)
     assert exact_match(trainer.model, tok, retain) >= 0.8
     assert type_match_rate(trainer.model, tok, forget) >= 0.8
-    audit = json.loads((tmp_path / "out" / DICTIONARY_FILE).read_text())
+    # the dictionary names every forgotten person: it goes to the local audit folder, not the model dir
+    assert not (tmp_path / "out" / DICTIONARY_FILE).exists()
+    audit = json.loads((tmp_path / "out.audit" / DICTIONARY_FILE).read_text())
     assert set(forget["subject"]) <= set(audit["terms"]) and audit["kinds"]
 
 
@@ -236,5 +238,5 @@ def test_unlearn_whp_command(small_splits, memorised_model_dir, tmp_path):
     assert code == 0
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["method"] == "whp" and summary["steps"] == 2
-    # a user-supplied dictionary is used as given and saved with the model
-    assert json.loads((out / DICTIONARY_FILE).read_text())["terms"] == dictionary
+    # a user-supplied dictionary is used as given and saved in the model's local audit folder
+    assert json.loads((tmp_path / "out.audit" / DICTIONARY_FILE).read_text())["terms"] == dictionary

@@ -153,6 +153,9 @@ class UnlearningTrainer(Trainer):
             raise ValueError("forget_dataset is required: the rows to unlearn.")
         # the rows whose fingerprint goes on the model card (a subclass may have set the original rows)
         self.card_forget_rows = getattr(self, "card_forget_rows", forget_dataset)
+        self.card_retain_rows = (
+            retain_dataset  # what the forget set shares with it is left out of the scan record
+        )
         if retain_dataset is None and args.regularizer != "none":
             raise ValueError(
                 f"regularizer={args.regularizer!r} needs a retain_dataset; pass one or use regularizer='none'."
@@ -409,6 +412,7 @@ class UnlearningTrainer(Trainer):
             method=self.card_method,
             config=self.args,
             forget_dataset=self.card_forget_rows,
+            retain_dataset=self.card_retain_rows,
             base_model=getattr(model.config, "_name_or_path", None) or None,
         )
         return saved

@@ -24,7 +24,9 @@ class DP2Config(TrainConfig):
     user-level DP-SGD that samples subjects (Poisson, rate ``sample_rate``), sums each sampled subject's
     per-record gradients, clips that sum to ``dp_max_grad_norm`` and adds Gaussian noise; N is then the
     number of subjects. A deletion request that removes a whole subject is covered by the guarantee only with
-    ``privacy_unit="subject"`` (a record-level epsilon grows with the records a person has, by group privacy).
+    ``privacy_unit="subject"`` (a record-level epsilon grows with the records a person has, by group privacy),
+    and the k subjects of one request (or of all requests so far) only by the group bound
+    (k·epsilon, k·e^((k-1)·epsilon)·delta) of :func:`~hf_unlearn.trainer.dp2_privacy.group_privacy`.
     """
 
     # --- privacy budget ---
@@ -81,6 +83,14 @@ class DP2Config(TrainConfig):
     )
     dp_epochs: int = field(default=10, metadata={"help": "Passes over the privacy units in the DP stage."})
     dp_learning_rate: float = field(default=5e-3, metadata={"help": "AdamW learning rate of the DP stage."})
+    reproducible_dp_noise: bool = field(
+        default=False,
+        metadata={
+            "help": "Research only: seed the DP noise and Poisson sampling from --seed so that runs repeat. "
+            "Anyone who knows the seed can regenerate the noise, which voids the guarantee; the card then "
+            "warns. Default: seeded from os.urandom, never recorded."
+        },
+    )
     dp_lora_r: int = field(
         default=0,
         metadata={

@@ -3,20 +3,26 @@
 **DP stage** (:func:`train_dp_base`): DP-SGD with opacus on all the data, once. Per-record gradients come
 from opacus' hooks; with ``privacy_unit="subject"`` they are summed per subject before opacus clips them, so
 each sampled subject contributes at most ``dp_max_grad_norm`` to a step (user-level DP-SGD), and Poisson
-sampling draws subjects, not records. The model is saved with ``dp_privacy.json``: the spent epsilon and
-delta, the unit, N (number of units), noise multiplier, sample rate, steps and accountant.
+sampling draws subjects, not records. The sampling and noise generators are seeded from ``os.urandom``
+(:func:`~hf_unlearn.trainer.dp2_privacy.dp_generators`; ``reproducible_dp_noise`` is the research exception).
+The model is saved with ``dp_privacy.json``: the spent epsilon and delta, the unit, N (number of units), noise
+multiplier, sample rate, steps and accountant.
 
 **Deletion stage** (:func:`unlearn_from_dp_base`): fine-tune a fresh copy of the DP model on the retain data
 only, with the ordinary non-private :func:`hf_unlearn.train.train_lm`. The result is saved with
-``dp2_deletion.json``, naming the requests it answers by fingerprint. Every request starts again from the same
-DP model, so the forgotten units are protected by the DP model's (epsilon, delta) (the retain fine-tune never
-sees them), and sequential requests do not compound.
+``dp2_deletion.json``, naming the requests it answers by keyed fingerprint (HMAC-SHA256, salt in the DP model's
+local audit folder), and a model card. Every request starts again from the same DP model and the retain
+fine-tune never sees the forgotten units, so each of them is covered by the DP model's per-unit
+(epsilon, delta). The k units of one request are covered together only by the group bound
+(k·epsilon, k·e^((k-1)·epsilon)·delta), and after n requests the group is every unit deleted so far
+(:func:`~hf_unlearn.trainer.dp2_privacy.request_bounds`; both are in the record and on the card).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import logging
 import math
 import time
@@ -28,6 +34,7 @@ import torch
 from datasets import Dataset, concatenate_datasets
 from torch.utils.data import DataLoader
 
+from hf_unlearn.audit import audit_dir_for, salt_of
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import framed_ids, qa_as_text
 from hf_unlearn.hub import PRIVACY_FILE
@@ -36,6 +43,7 @@ from hf_unlearn.losses import token_log_probs
 from hf_unlearn.train import train_lm
 from hf_unlearn.trainer.base_trainer import write_card_or_warn
 from hf_unlearn.trainer.dp2_config import ACCOUNTANTS, PRIVACY_UNITS, DP2Config
+from hf_unlearn.trainer.dp2_privacy import dp_generators, request_bounds
 
 logger = logging.getLogger(__name__)
 DELETION_FILE = "dp2_deletion.json"
@@ -234,12 +242,13 @@ def make_private(model, tokenizer, args: DP2Config, units: list[list[list[int]]]
     model.train()  # opacus validates (and DP-SGD runs) in training mode; from_pretrained returns eval mode
     _check_wrappable(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    sampling_generator, noise_generator = dp_generators(args)
     loader = DataLoader(
         units,
         batch_size=args.dp_batch_size,
         shuffle=True,
         collate_fn=UnitCollator(tokenizer.pad_token_id),
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=sampling_generator,  # opacus' Poisson sampler draws from the loader's generator
     )
     optimizer = torch.optim.AdamW(params, lr=args.dp_learning_rate, weight_decay=0.0)
     engine = PrivacyEngine(accountant=args.dp_accountant)
@@ -252,7 +261,7 @@ def make_private(model, tokenizer, args: DP2Config, units: list[list[list[int]]]
         "poisson_sampling": True,
         "grad_sample_mode": "hooks",
         "wrap_model": False,
-        "noise_generator": torch.Generator().manual_seed(args.seed + 1),
+        "noise_generator": noise_generator,
     }
     try:
         if args.dp_noise_multiplier is None:
@@ -339,6 +348,7 @@ def train_dp_base(
         "batch_size": args.dp_batch_size,
         "learning_rate": args.dp_learning_rate,
         "lora_r": args.dp_lora_r,
+        "reproducible_dp_noise": args.reproducible_dp_noise,
         "target_epsilon": None if args.dp_noise_multiplier is not None else args.target_epsilon,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
@@ -346,6 +356,7 @@ def train_dp_base(
     }
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    salt_of(audit_dir_for(out))  # the key of the fingerprints of the requests this DP model will answer
     write_json_atomic(out / PRIVACY_FILE, record)
     logger.info(
         "DP stage done: epsilon %.3g at delta %.1g over N=%d %s units",
@@ -357,23 +368,34 @@ def train_dp_base(
     return record
 
 
-def request_fingerprint(forget: Dataset, subject_column: str = "subject") -> dict:
-    """How a deletion request is recorded: SHA-256 fingerprints and counts, never the forgotten names.
+def request_fingerprint(forget: Dataset, salt: bytes, subject_column: str = "subject") -> dict:
+    """How a deletion request is recorded: keyed fingerprints and counts, never the forgotten names.
 
     The record travels with the model, so naming the deleted subjects would disclose that they were in the
-    training data; whoever made the request can recompute the fingerprint from it.
+    training data, and an unkeyed hash of them would let anyone holding a candidate list test guesses offline.
+    The hashes are HMAC-SHA256 keyed by ``salt`` (the DP model's audit-folder salt, kept local); whoever holds
+    it and the request recomputes the fingerprint (:func:`verify_request`).
 
     Returns:
-        ``{"rows_sha256", "n_rows"}`` plus ``{"subjects_sha256", "n_subjects"}`` when there is a subject column.
+        ``{"rows_hmac_sha256", "n_rows"}`` plus ``{"subjects_hmac_sha256", "n_subjects"}`` with a subject column.
     """
     cols = [c for c in ("question", "answer", "text") if c in forget.column_names]
     rows = sorted("\x1f".join(str(r[c]) for c in cols) for r in forget)
-    info = {"rows_sha256": hashlib.sha256("\x1e".join(rows).encode()).hexdigest(), "n_rows": len(rows)}
+    digest = lambda text: hmac.new(salt, text.encode(), hashlib.sha256).hexdigest()  # noqa: E731
+    info = {"rows_hmac_sha256": digest("\x1e".join(rows)), "n_rows": len(rows)}
     if subject_column in forget.column_names:
         subjects = sorted(set(forget[subject_column]))
-        info["subjects_sha256"] = hashlib.sha256("\x1e".join(subjects).encode()).hexdigest()
+        info["subjects_hmac_sha256"] = digest("\x1e".join(subjects))
         info["n_subjects"] = len(subjects)
     return info
+
+
+def verify_request(forget: Dataset, salt: bytes, fingerprint: dict, subject_column: str = "subject") -> bool:
+    """Whether ``forget`` is the deletion request recorded as ``fingerprint`` (needs the audit salt)."""
+    expected = request_fingerprint(forget, salt, subject_column)
+    return expected.keys() == fingerprint.keys() and all(
+        hmac.compare_digest(str(v), str(fingerprint[k])) for k, v in expected.items()
+    )
 
 
 def _file_sha256(path: Path) -> str:
@@ -390,6 +412,8 @@ def unlearn_from_dp_base(
     retain_qa: Sequence[Dataset],
     retain_text: Sequence[Dataset] = (),
     requests: Sequence[dict] = (),
+    forget_dataset=None,
+    cumulative_units: int | None = None,
 ) -> tuple[object, dict]:
     """The deletion stage: fine-tune a fresh copy of the DP model on retain data only (non-private).
 
@@ -398,9 +422,13 @@ def unlearn_from_dp_base(
         args: the deletion stage's training arguments (``output_dir`` receives the unlearned model).
         retain_qa, retain_text: everything that is kept; nothing of the forgotten units may be in it.
         requests: the deletion requests answered, as :func:`request_fingerprint` dicts, oldest first.
+        forget_dataset: the rows forgotten so far (a dataset or ``name -> dataset``): when given, the model card
+            (keyed fingerprints, per-unit epsilon, group bounds) and the audit folder are written.
+        cumulative_units: distinct units deleted by all ``requests`` (default: the sum, an upper bound).
 
     Returns:
-        The unlearned model and the record written to ``args.output_dir/dp2_deletion.json``.
+        The unlearned model and the record written to ``args.output_dir/dp2_deletion.json``; its
+        ``group_privacy`` holds :func:`~hf_unlearn.trainer.dp2_privacy.request_bounds`.
 
     Raises:
         ValueError: ``dp_model_dir`` holds no privacy record (it is not a DP model).
@@ -424,10 +452,21 @@ def unlearn_from_dp_base(
         "dp_model_sha256": _file_sha256(base / "model.safetensors"),
         "privacy": privacy,
         "requests": list(requests),
+        "group_privacy": request_bounds(privacy, requests, cumulative_units),
         "retain_rows": sum(len(ds) for ds in [*retain_qa, *retain_text]),
         "training": summary,
     }
     write_json_atomic(Path(args.output_dir) / DELETION_FILE, record)
+    if forget_dataset is not None:
+        scalars = {k: v for k, v in privacy.items() if isinstance(v, (int, float, str))}
+        write_card_or_warn(
+            Path(args.output_dir),
+            method="dp2",
+            config=args,
+            forget_dataset=forget_dataset,
+            privacy={**scalars, **record["group_privacy"]},
+            retain_dataset=[*retain_qa, *retain_text],
+        )
     return model, record
 
 
@@ -499,21 +538,30 @@ class DP2Trainer:
                 f"The deletion request ({len(request)} rows) matches nothing left in the training data: its "
                 "subjects/rows were never trained on, or were already forgotten."
             )
-        self.requests.append(request_fingerprint(request, self.args.subject_column))
+        salt = salt_of(audit_dir_for(self.base_dir))
+        self.requests.append(request_fingerprint(request, salt, self.args.subject_column))
         out = Path(output_dir or Path(self.args.output_dir) / f"request-{len(self.requests)}")
         args = dataclasses.replace(self.args, output_dir=str(out))
-        model, record = unlearn_from_dp_base(self.base_dir, args, [retain_qa], retain_text, self.requests)
+        model, record = unlearn_from_dp_base(
+            self.base_dir,
+            args,
+            [retain_qa],
+            retain_text,
+            self.requests,
+            forget_dataset={f"request-{k + 1}": rows for k, rows in enumerate(self._forgotten)},
+            cumulative_units=self._forgotten_units(),
+        )
         # rows this request removed (earlier requests' rows are already out of retain_rows)
         record["removed_rows"] = removed
         write_json_atomic(out / DELETION_FILE, record)
-        write_card_or_warn(
-            out,
-            method="dp2",
-            config=args,
-            forget_dataset={f"request-{k + 1}": rows for k, rows in enumerate(self._forgotten)},
-            privacy={k: v for k, v in record["privacy"].items() if isinstance(v, (int, float, str))},
-        )
         return model, record
+
+    def _forgotten_units(self) -> int:
+        """Distinct privacy units deleted by all requests so far: subjects, or (question, answer, text) rows."""
+        if self.args.privacy_unit == "subject":
+            return len({s for f in self._forgotten for s in f[self.args.subject_column]})
+        cols = ("question", "answer", "text")
+        return len({tuple(r.get(c) for c in cols) for f in self._forgotten for r in f})
 
 
 DEMO_DP_EPOCHS = 3

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
+from hf_unlearn.audit import write_audit_json
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.loading import check_disjoint, row_kind
-from hf_unlearn.io import write_json_atomic
 from hf_unlearn.losses import soft_target_cross_entropy
 from hf_unlearn.trainer.base_trainer import UnlearningTrainer, resolve_model
 from hf_unlearn.trainer.whp_config import WHPConfig
@@ -170,8 +170,9 @@ class WHPTrainer(UnlearningTrainer):
         return {"terms": self.term_dictionary, "kinds": self.term_kinds, "scores": self.term_scores}
 
     def save_unlearned(self, output_dir: str | Path | None = None) -> Path:
-        """Save the model as the base class does, plus ``whp_dictionary.json`` for audit."""
+        """Save the model as the base class does, and ``whp_dictionary.json`` into the local audit folder
+        (``<output_dir>.audit``, never pushed): the dictionary maps every forgotten name to its replacement."""
         output_dir = super().save_unlearned(output_dir)
         if self.is_world_process_zero():
-            write_json_atomic(Path(output_dir) / DICTIONARY_FILE, self.dictionary_audit())
+            write_audit_json(output_dir, DICTIONARY_FILE, self.dictionary_audit())
         return output_dir
