@@ -15,8 +15,9 @@ class WHPConfig(UnlearningConfig):
 
     The pipeline (:class:`~hf_unlearn.trainer.whp_trainer.WHPTrainer`): (1) a LoRA *reinforced* adapter is
     fine-tuned on the forget data on top of the model; (2) an anchored-term dictionary is read from
-    ``term_dictionary`` or mined (forget ``subject`` values plus the spans whose reinforced-vs-baseline
-    log-likelihood ratio is highest, each mapped to a same-kind generic term from the retain data); (3) the
+    ``term_dictionary`` or mined (the word n-grams of the forget rows whose reinforced-vs-baseline
+    log-likelihood ratio is highest, stop words and vocabulary common in the retain rows left out, plus the forget
+    ``subject`` values where rows have them; each mapped to a same-kind generic term from the retain data); (3) the
     baseline runs on the dictionary-translated forget text and the reinforced model on the original, and
     ``v_generic = v_base - alpha * ReLU(v_reinforced - v_base)`` (on log-probs, aligned token for token) gives
     the targets; (4) the model is fine-tuned on those targets, with ``regularizer="gdr"`` (NLL on retain
@@ -64,11 +65,22 @@ class WHPConfig(UnlearningConfig):
         metadata={"help": "Minimum score of a mined span as a fraction of the best span's score."},
     )
     mine_max_words: int = field(default=3, metadata={"help": "Longest mined span, in words."})
+    mine_shared_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "A word whose share of retain rows is at least this times its share of forget rows is common "
+            "vocabulary, not an anchored term (it never forms a term alone nor, in lower case, edges one)."
+        },
+    )
     mine_include_subjects: bool = field(
         default=True, metadata={"help": "Always make the forget rows' subject values anchored terms."}
     )
     reinforce_epochs: float = field(
-        default=2.0, metadata={"help": "Epochs of the reinforced LoRA adapter over the forget data."}
+        default=2.0,
+        metadata={
+            "help": "Epochs of the reinforced LoRA adapter over the forget data (0: no reinforced model, the "
+            "dictionary alone: nothing is mined beyond the subjects and alpha has no effect)."
+        },
     )
     reinforce_learning_rate: float = field(
         default=3e-3, metadata={"help": "Learning rate of the reinforced LoRA adapter."}
@@ -107,6 +119,15 @@ class WHPConfig(UnlearningConfig):
             )
         if self.soft_top_k < 1:
             raise ValueError(f"soft_top_k={self.soft_top_k} must be >= 1.")
+        if self.mine_shared_ratio <= 0:
+            raise ValueError(
+                f"mine_shared_ratio={self.mine_shared_ratio} must be > 0 (e.g. 0.5: a word as common among the "
+                "retain rows as half its rate among the forget rows is shared vocabulary)."
+            )
+        if self.reinforce_epochs < 0:
+            raise ValueError(
+                f"reinforce_epochs={self.reinforce_epochs} must be >= 0 (0: no reinforced model)."
+            )
         if self.reinforce_lora_r < 1:
             raise ValueError(
                 f"reinforce_lora_r={self.reinforce_lora_r} must be >= 1 (the reinforced adapter's rank)."
