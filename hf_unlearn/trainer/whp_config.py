@@ -23,11 +23,12 @@ class WHPConfig(UnlearningConfig):
     the targets; (4) the model is fine-tuned on those targets, with ``regularizer="gdr"`` (NLL on retain
     batches) by default. The dictionary is saved with the model as ``whp_dictionary.json``.
 
-    Defaults suit the embedded tiny model (on the 200-person demo: forget EM 0.99 -> 0.03, retain EM 0.98 ->
-    0.94, generic answers of the right type 99 %); on a pretrained model lower ``learning_rate`` (e.g. 1e-5)
-    and ``reinforce_learning_rate``. ``alpha`` (default 5) only pushes down tokens that the reinforced adapter
-    raised; on the embedded default the anchored-term translation does most of the work (``alpha=0`` scores
-    about the same), so tune it on data where the reinforced model generalises beyond the anchored terms.
+    Defaults suit the embedded tiny model (on the 200-person demo, one seed, before the mining rewrite: forget EM
+    0.99 -> 0.03, retain EM 0.98 -> 0.94, generic answers of the right type 99 %); on a pretrained model lower
+    ``learning_rate`` (e.g. 1e-5) and ``reinforce_learning_rate``. ``alpha`` (default 5) only pushes down tokens
+    that the reinforced adapter raised; in that run the anchored-term translation did the work (``alpha=0``
+    scored about the same; see ``benchmarks/whp_ablation.py``), so tune it on data where the reinforced model
+    generalises beyond the anchored terms.
     """
 
     alpha: float = field(
