@@ -63,7 +63,9 @@ class WHPConfig(UnlearningConfig):
     )
     mine_min_fraction: float = field(
         default=0.25,
-        metadata={"help": "Minimum score of a mined span as a fraction of the best span's score."},
+        metadata={
+            "help": "Minimum score of a mined span as a fraction of the best score of its kind (entity, e-mail, ...)."
+        },
     )
     mine_max_words: int = field(default=3, metadata={"help": "Longest mined span, in words."})
     mine_shared_ratio: float = field(

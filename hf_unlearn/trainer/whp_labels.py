@@ -159,7 +159,7 @@ def mine_dictionary(
     Args:
         max_terms: spans kept besides the subjects, best log-likelihood ratio first.
         min_llr: minimum mean summed log-likelihood ratio (nats) of a kept span.
-        min_fraction: minimum score of a kept span relative to the best span's.
+        min_fraction: minimum score of a kept span relative to the best span of its kind.
         shared_ratio: a word whose rate among retain rows is at least this times its rate among forget rows is
             shared vocabulary, not an anchored term.
         include_subjects: always include the forget rows' ``subject`` values.

@@ -495,9 +495,16 @@ def select_terms(
     min_fraction: float = 0.0,
 ) -> list[str]:
     """The anchored terms: every subject plus the ``max_terms`` best-scoring spans whose score is at least
-    ``min_score`` and at least ``min_fraction`` of the best score (how far the ratios rise depends on how much
-    the reinforced adapter trained, so a relative floor keeps the selection stable)."""
-    floor = max(min_score, min_fraction * max(scores.values(), default=0.0))
-    ranked = sorted((s for s in scores if scores[s] >= floor), key=lambda s: -scores[s])
-    chosen = list(dict.fromkeys(list(subjects) + ranked[:max_terms]))
-    return chosen
+    ``min_score`` and at least ``min_fraction`` of the best score of their kind (:func:`shape_kind`). How far the
+    ratios rise depends on how much the reinforced adapter trained, so a relative floor keeps the selection
+    stable; taking it per kind keeps long spans of one kind (e-mail addresses, summed over many tokens) from
+    pushing every name below the floor."""
+    kind = {s: shape_kind(span_shape(s)) for s in scores}
+    best: dict[str, float] = defaultdict(float)
+    for s, score in scores.items():
+        best[kind[s]] = max(best[kind[s]], score)
+    ranked = sorted(
+        (s for s in scores if scores[s] >= max(min_score, min_fraction * best[kind[s]])),
+        key=lambda s: -scores[s],
+    )
+    return list(dict.fromkeys(list(subjects) + ranked[:max_terms]))
