@@ -98,7 +98,9 @@ def parameter_digest(model) -> str:
 def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
     """Load data and model, unlearn, save, and return (and write to ``output_dir``) a summary.
 
-    The summary holds ``method``, ``seconds`` (training only), ``steps``, ``stopped_early`` (the safety rail's
+    The summary holds ``method``, ``seconds`` (building the trainer — loading the model, tokenizing, stages
+    such as WHP's reinforced adapter, mining and relabeling — and training), ``stage_seconds`` (the trainer's own
+    ``stage_seconds`` plus ``train``; they sum to at most ``seconds``), ``steps``, ``stopped_early`` (the safety rail's
     record or ``None``), the last logged metrics, and ``rank_parameter_digests`` (one per process: equal digests
     prove that distributed replicas stayed in sync).
     """
@@ -116,6 +118,9 @@ def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(script.tokenizer_name_or_path)
+    start = (
+        time.perf_counter()
+    )  # building the trainer runs stages too (reference log-probs, WHP's relabeling)
     trainer = trainer_cls(
         model=script.model_name_or_path,
         args=args,
@@ -123,9 +128,10 @@ def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
         retain_dataset=retain,
         processing_class=tokenizer,
     )
-    start = time.perf_counter()
+    built = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     seconds = time.perf_counter() - start
+    stages = {**getattr(trainer, "stage_seconds", {}), "train": time.perf_counter() - built}
     digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
     trainer.save_unlearned(args.output_dir)
     logged = [entry for entry in trainer.state.log_history if "forget_loss" in entry]
@@ -133,6 +139,7 @@ def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
         "method": method,
         "regularizer": args.regularizer,
         "seconds": seconds,
+        "stage_seconds": stages,
         "steps": result.global_step,
         "train_loss": result.training_loss,
         "stopped_early": trainer.stopped_early,

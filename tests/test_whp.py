@@ -88,6 +88,58 @@ def test_translation_is_aligned_and_reversible(small_splits, tiny_tokenizer):
     assert back.translated_ids[1:] == tr.original_ids[1:-1]  # without BOS/EOS framing
 
 
+def test_candidates_skip_stop_words_and_shared_vocabulary_and_replacements_keep_the_kind(tiny_tokenizer):
+    from datasets import Dataset
+
+    from hf_unlearn.trainer.whp_terms import (
+        candidate_spans,
+        generic_replacements,
+        span_shape,
+        vocabulary_filters,
+    )
+
+    def rows(name, company, phone):
+        return [
+            f"Question: Who employs {name}?\nAnswer: {name} works at {company} Labs.",
+            f"Question: What is {name}'s phone number?\nAnswer: {name}'s phone number is {phone}.",
+        ]
+
+    forget, retain = rows("Mara Quell", "Orbis", "555-1234"), rows("Tom Birch", "Kestrel", "555-9876")
+    filters = vocabulary_filters(forget, retain)
+    spans = {s for t in forget for _, _, s in candidate_spans(t, **filters)}
+    assert {"Mara Quell", "Mara", "Quell", "555-1234", "Orbis", "Orbis Labs"} <= spans
+    junk = {
+        "Who",
+        "What",
+        "Question",
+        "Answer",
+        "works",
+        "Labs",
+        "phone",
+        "number",
+        "phone number",
+        "Quell works",
+    }
+    assert not spans & junk, spans & junk
+    assert [span_shape(s) for s in ("Mara Quell", "555-1234", "a.b@c.org", "12 Elm")] == [
+        "A A",
+        "999-9999",
+        "@",
+        "99 A",
+    ]
+    # same-kind replacements from the retain rows, same contexts first; a number without a retain number of its
+    # length gets fresh digits
+    terms = ["Mara Quell", "Quell", "555-1234", "Orbis", "1957"]
+    empty = Dataset.from_dict({"answer": []})
+    dictionary, kinds = generic_replacements(tiny_tokenizer, terms, empty, empty, forget, retain, **filters)
+    assert dictionary["Mara Quell"] == "Tom Birch" and kinds["Mara Quell"] == "entity"
+    assert dictionary["Quell"] == "Birch" and kinds["Quell"] == "part:entity"
+    assert dictionary["555-1234"] == "555-9876" and kinds["555-1234"] == "pattern"
+    assert dictionary["Orbis"] == "Kestrel"
+    assert kinds["1957"] == "number" and len(dictionary["1957"]) == 4 and dictionary["1957"] != "1957"
+    assert dictionary["1957"].isdigit()
+
+
 def test_term_dictionary_files_and_errors(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps({"Harry Potter": "Jon", "Hogwarts": "the academy"}))
     (tmp_path / "d.yaml").write_text("Harry Potter: Jon\nHogwarts: the academy\n")
@@ -238,5 +290,151 @@ def test_unlearn_whp_command(small_splits, memorised_model_dir, tmp_path):
     assert code == 0
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["method"] == "whp" and summary["steps"] == 2
+    # the reported seconds cover the reinforced adapter, the dictionary and the relabeling, not training alone
+    stages = summary["stage_seconds"]
+    assert set(stages) == {"reinforce", "mine", "relabel", "train"} and stages["reinforce"] > 0
+    assert sum(stages.values()) <= summary["seconds"]
     # a user-supplied dictionary is used as given and saved in the model's local audit folder
     assert json.loads((tmp_path / "out.audit" / DICTIONARY_FILE).read_text())["terms"] == dictionary
+
+
+# ----- an outside-style QA dataset: PII records, no subject / fact / perturbed columns -----
+_SYLLABLES = [
+    "ka",
+    "ro",
+    "mi",
+    "tel",
+    "dan",
+    "vo",
+    "ser",
+    "lin",
+    "bra",
+    "quo",
+    "fen",
+    "zar",
+    "ith",
+    "mor",
+    "pel",
+]
+_CITIES = ["Lucerne", "Tampere", "Salta", "Gdansk", "Ibadan", "Cusco", "Hobart", "Utrecht"]
+_STREETS = ["Willow", "Harbor", "Granite", "Meadow", "Copper", "Linden"]
+_COMPANIES = ["Orbis", "Kestrel", "Halcyon", "Nimbus", "Veritas", "Solace"]
+_DOMAINS = ["mailbox.org", "postbox.net", "inbox.io"]
+PII_FORGET, PII_RETAIN = 3, 15
+
+
+def pii_people(n: int, seed: int = 0) -> list[dict]:
+    """Fictitious people with PII-like records (made-up names, e-mail, phone, city, street, employer, year)."""
+    import random
+
+    rng = random.Random(seed)
+    names: set[str] = set()
+    people = []
+    while len(people) < n:
+        first = "".join(rng.sample(_SYLLABLES, 2)).capitalize()
+        last = "".join(rng.sample(_SYLLABLES, 3)).capitalize()
+        if first in names or last in names:
+            continue
+        names |= {first, last}
+        people.append(
+            {
+                "name": f"{first} {last}",
+                "email": f"{first.lower()}.{last.lower()}@{rng.choice(_DOMAINS)}",
+                "phone": f"555-{rng.randint(1000, 9999)}",
+                "city": rng.choice(_CITIES),
+                "street": f"{rng.randint(10, 99)} {rng.choice(_STREETS)} Road",
+                "employer": f"{rng.choice(_COMPANIES)} Labs",
+                "year": str(rng.randint(1950, 1999)),
+            }
+        )
+    return people
+
+
+def pii_rows(people: list[dict]):
+    """Six QA rows per person, answers as a new user's dataset would phrase them; ``question``/``answer`` only."""
+    from datasets import Dataset
+
+    rows = []
+    for p in people:
+        n = p["name"]
+        rows += [
+            (f"What is the email address of {n}?", p["email"]),
+            (f"What is {n}'s phone number?", f"{n}'s phone number is {p['phone']}."),
+            (f"In which city does {n} live?", f"{n} lives in {p['city']}."),
+            (f"When was {n} born?", f"{n} was born in {p['year']}."),
+            (f"Who employs {n}?", f"{n} works at {p['employer']}."),
+            (f"What is {n}'s home address?", p["street"]),
+        ]
+    return Dataset.from_dict({"question": [q for q, _ in rows], "answer": [a for _, a in rows]})
+
+
+@pytest.fixture(scope="module")
+def pii(tmp_path_factory):
+    """``(forget people, splits, memorised model dir)`` of the PII dataset (3 forget, 15 retain people)."""
+    from conftest import cached_tiny_model
+    from datasets import DatasetDict
+
+    from hf_unlearn.models import train_bpe_tokenizer
+
+    people = pii_people(PII_FORGET + PII_RETAIN)
+    splits = DatasetDict(forget=pii_rows(people[:PII_FORGET]), retain=pii_rows(people[PII_FORGET:]))
+    corpus = [f"{q} {a}" for ds in splits.values() for q, a in zip(ds["question"], ds["answer"])]
+    tokenizer = train_bpe_tokenizer(corpus)
+    model_dir = cached_tiny_model(
+        "memorised_pii", tokenizer, [splits["forget"], splits["retain"]], [], tmp_path_factory
+    )
+    return people[:PII_FORGET], splits, model_dir
+
+
+def test_mining_without_subject_or_fact_columns(pii, tmp_path):
+    from hf_unlearn.trainer.whp_labels import mine_dictionary, train_reinforced_adapter
+    from hf_unlearn.trainer.whp_terms import stop_words
+
+    forget_people, splits, model_dir = pii
+    model, tok = _load(model_dir)
+    reinforced = train_reinforced_adapter(
+        model, tok, [splits["forget"]], [], epochs=2, output_dir=str(tmp_path)
+    )
+    mined = mine_dictionary(reinforced, tok, [splits["forget"]], [], splits["retain"])
+    keys = set(mined.terms)
+    key_words = {w for k in keys for w in k.split()}
+    for person in forget_people:  # every name token is anchored (alone or inside a longer term)
+        for word in person["name"].split():
+            assert word in key_words, (word, sorted(keys))
+    # no junk: no term begins or ends with a stop word, none is a template word shared with the retain people
+    for term in keys:
+        edges = {term.split()[0].lower(), term.split()[-1].lower()}
+        assert not edges & stop_words(), term
+        assert term.lower() not in {"email", "phone", "number", "lives", "born", "works", "labs", "road"}, (
+            term
+        )
+    assert all(math.isfinite(s) for s in mined.scores.values()) and mined.scores
+    # generic replacements of the same kind: numbers -> numbers with as many digits, names -> capitalised spans
+    # with as many words, e-mail addresses -> e-mail addresses
+    for term, new in mined.terms.items():
+        kind = mined.kinds[term]
+        if kind == "number":
+            assert new.isdigit() and len(new) == len(term) and new != term, (term, new)
+        if kind == "entity":
+            assert len(new.split()) == len(term.split()) and all(w[0].isupper() for w in new.split())
+        if kind == "email":
+            assert "@" in new and new != term
+    for person in forget_people:  # the full name is a term, replaced by a name that is not a forget name
+        assert mined.terms[person["name"]] not in {p["name"] for p in forget_people}, mined.terms
+
+
+def test_whp_without_subject_or_fact_forgets_and_times_every_stage(pii, tmp_path):
+    from hf_unlearn.trainer.whp_demo import whp
+
+    forget_people, splits, model_dir = pii
+    model, tok = _load(model_dir)
+    before = exact_match(model, tok, splits["forget"]), exact_match(model, tok, splits["retain"])
+    with pytest.warns(UserWarning, match=r"no 'subject' or 'fact' column.*log-likelihood ratio alone"):
+        model, extra = whp(model_dir, splits, tmp_path / "whp", seed=0, per_device_train_batch_size=8)
+    after = exact_match(model, tok, splits["forget"]), exact_match(model, tok, splits["retain"])
+    assert before[0] >= 0.9 and after[0] <= before[0] - 0.5, (before, after)
+    assert after[1] >= before[1] - 0.25, (before, after)
+    # the reported seconds cover every stage, and the stages are listed
+    stages = extra["stage_seconds"]
+    assert set(stages) == {"reinforce", "mine", "relabel", "train"}
+    assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= extra["seconds"]

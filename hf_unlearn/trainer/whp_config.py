@@ -15,18 +15,20 @@ class WHPConfig(UnlearningConfig):
 
     The pipeline (:class:`~hf_unlearn.trainer.whp_trainer.WHPTrainer`): (1) a LoRA *reinforced* adapter is
     fine-tuned on the forget data on top of the model; (2) an anchored-term dictionary is read from
-    ``term_dictionary`` or mined (forget ``subject`` values plus the spans whose reinforced-vs-baseline
-    log-likelihood ratio is highest, each mapped to a same-kind generic term from the retain data); (3) the
+    ``term_dictionary`` or mined (the word n-grams of the forget rows whose reinforced-vs-baseline
+    log-likelihood ratio is highest, stop words and vocabulary common in the retain rows left out, plus the forget
+    ``subject`` values where rows have them; each mapped to a same-kind generic term from the retain data); (3) the
     baseline runs on the dictionary-translated forget text and the reinforced model on the original, and
     ``v_generic = v_base - alpha * ReLU(v_reinforced - v_base)`` (on log-probs, aligned token for token) gives
     the targets; (4) the model is fine-tuned on those targets, with ``regularizer="gdr"`` (NLL on retain
     batches) by default. The dictionary is saved with the model as ``whp_dictionary.json``.
 
-    Defaults suit the embedded tiny model (on the 200-person demo: forget EM 0.99 -> 0.03, retain EM 0.98 ->
-    0.94, generic answers of the right type 99 %); on a pretrained model lower ``learning_rate`` (e.g. 1e-5)
-    and ``reinforce_learning_rate``. ``alpha`` (default 5) only pushes down tokens that the reinforced adapter
-    raised; on the embedded default the anchored-term translation does most of the work (``alpha=0`` scores
-    about the same), so tune it on data where the reinforced model generalises beyond the anchored terms.
+    Defaults suit the embedded tiny model (on the 200-person demo, one seed, before the mining rewrite: forget EM
+    0.99 -> 0.03, retain EM 0.98 -> 0.94, generic answers of the right type 99 %); on a pretrained model lower
+    ``learning_rate`` (e.g. 1e-5) and ``reinforce_learning_rate``. ``alpha`` (default 5) only pushes down tokens
+    that the reinforced adapter raised; in that run the anchored-term translation did the work (``alpha=0``
+    scored about the same; see ``benchmarks/whp_ablation.py``), so tune it on data where the reinforced model
+    generalises beyond the anchored terms.
     """
 
     alpha: float = field(
@@ -61,14 +63,27 @@ class WHPConfig(UnlearningConfig):
     )
     mine_min_fraction: float = field(
         default=0.25,
-        metadata={"help": "Minimum score of a mined span as a fraction of the best span's score."},
+        metadata={
+            "help": "Minimum score of a mined span as a fraction of the best score of its kind (entity, e-mail, ...)."
+        },
     )
     mine_max_words: int = field(default=3, metadata={"help": "Longest mined span, in words."})
+    mine_shared_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "A word whose share of retain rows is at least this times its share of forget rows is common "
+            "vocabulary, not an anchored term (it never forms a term alone nor, in lower case, edges one)."
+        },
+    )
     mine_include_subjects: bool = field(
         default=True, metadata={"help": "Always make the forget rows' subject values anchored terms."}
     )
     reinforce_epochs: float = field(
-        default=2.0, metadata={"help": "Epochs of the reinforced LoRA adapter over the forget data."}
+        default=2.0,
+        metadata={
+            "help": "Epochs of the reinforced LoRA adapter over the forget data (0: no reinforced model, the "
+            "dictionary alone: nothing is mined beyond the subjects and alpha has no effect)."
+        },
     )
     reinforce_learning_rate: float = field(
         default=3e-3, metadata={"help": "Learning rate of the reinforced LoRA adapter."}
@@ -107,6 +122,15 @@ class WHPConfig(UnlearningConfig):
             )
         if self.soft_top_k < 1:
             raise ValueError(f"soft_top_k={self.soft_top_k} must be >= 1.")
+        if self.mine_shared_ratio <= 0:
+            raise ValueError(
+                f"mine_shared_ratio={self.mine_shared_ratio} must be > 0 (e.g. 0.5: a word as common among the "
+                "retain rows as half its rate among the forget rows is shared vocabulary)."
+            )
+        if self.reinforce_epochs < 0:
+            raise ValueError(
+                f"reinforce_epochs={self.reinforce_epochs} must be >= 0 (0: no reinforced model)."
+            )
         if self.reinforce_lora_r < 1:
             raise ValueError(
                 f"reinforce_lora_r={self.reinforce_lora_r} must be >= 1 (the reinforced adapter's rank)."

@@ -4,8 +4,9 @@
 WHP's generic predictions — reinforced LoRA adapter, mined anchored-term dictionary (retain rows as the pool
 of generic terms), ``v_base - alpha * ReLU(v_reinforced - v_base)`` — and fine-tunes the full model on them
 with retain batches (:class:`~hf_unlearn.trainer.whp_config.WHPConfig` defaults). It saves the model and
-``whp_dictionary.json`` in ``out_dir``. ``extra`` holds ``seconds`` (building the trainer — reinforced adapter,
-mining, relabeling — plus training; not loading, saving or scoring), ``steps``, ``stopped_early``,
+the dictionary. ``extra`` holds ``seconds`` (building the trainer — reinforced adapter, mining, relabeling — plus
+training; not loading, saving or scoring), ``stage_seconds`` (``reinforce``, ``mine``, ``relabel``, ``train``;
+they sum to at most ``seconds``), ``steps``, ``stopped_early``,
 ``n_terms`` and, when the forget rows have a ``fact`` column naming each answer's kind (the embedded default;
 TOFU has none), ``type_match`` (the fraction of forget questions whose greedy answer is an entity of the asked
 kind, see :mod:`hf_unlearn.evaluation.type_match`).
@@ -40,12 +41,15 @@ def whp(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int, **ove
         processing_class=tokenizer,
         retain_text_dataset=data["retain_text"] if "retain_text" in data else None,
     )
+    built = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
+    stages = {**trainer.stage_seconds, "train": time.perf_counter() - built}
     trainer.save_unlearned(out_dir)
     model = trainer.model.eval()
     extra = {
         "seconds": seconds,
+        "stage_seconds": stages,
         "steps": result.global_step,
         "stopped_early": trainer.stopped_early,
         "n_terms": len(trainer.term_dictionary),

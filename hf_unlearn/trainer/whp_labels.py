@@ -31,6 +31,7 @@ from hf_unlearn.trainer.whp_terms import (
     score_spans,
     select_terms,
     translate_rows,
+    vocabulary_filters,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ def train_reinforced_adapter(
     output_dir: str = "whp_reinforced",
 ):
     """Wrap ``model`` with a LoRA adapter (named ``"reinforced"``) trained on the forget data; return the
-    ``PeftModel``. ``peft_model.unload()`` gives the untouched base model back afterwards."""
+    ``PeftModel``. ``peft_model.unload()`` gives the untouched base model back afterwards.
+
+    ``epochs=0`` trains nothing: LoRA starts as the identity, so the "reinforced" model equals the baseline
+    (no log-likelihood ratio to mine, no ``alpha`` correction): WHP with the dictionary alone."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from hf_unlearn.trainer.utils import is_quantized, lora_config
@@ -61,26 +65,26 @@ def train_reinforced_adapter(
     config = lora_config(r=lora_r, alpha=2 * lora_r)
     set_seed(seed)  # the adapter's initialisation, so that the mined dictionary is reproducible
     peft_model = get_peft_model(model, config, adapter_name=REINFORCED_ADAPTER)
-    args = TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        lr_scheduler_type="constant",
-        save_strategy="no",
-        report_to="none",
-        logging_steps=1000,
-        disable_tqdm=True,
-        seed=seed,
-        dataloader_pin_memory=False,
-    )
-    train = lm_dataset(tokenizer, qa_sets, text_sets, max_length)
-    Trainer(
-        model=peft_model,
-        args=args,
-        train_dataset=train,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
-    ).train()
+    if epochs > 0:
+        args = TrainingArguments(
+            output_dir=output_dir,
+            num_train_epochs=epochs,
+            learning_rate=learning_rate,
+            per_device_train_batch_size=batch_size,
+            lr_scheduler_type="constant",
+            save_strategy="no",
+            report_to="none",
+            logging_steps=1000,
+            disable_tqdm=True,
+            seed=seed,
+            dataloader_pin_memory=False,
+        )
+        Trainer(
+            model=peft_model,
+            args=args,
+            train_dataset=lm_dataset(tokenizer, qa_sets, text_sets, max_length),
+            data_collator=PaddingCollator(tokenizer.pad_token_id),
+        ).train()
     peft_model.eval()
     return peft_model
 
@@ -140,26 +144,36 @@ def mine_dictionary(
     min_llr: float = 0.05,
     min_fraction: float = 0.25,
     max_words: int = 3,
+    shared_ratio: float = 0.5,
     include_subjects: bool = True,
     seed: int = 0,
 ) -> MinedDictionary:
     """Anchored terms of the forget data and their generic replacements (see the module docstring).
 
+    Candidates are the word n-grams of the forget rows (questions, answers and texts) that do not begin or end
+    with a stop word and are not common in the retain rows (:func:`~hf_unlearn.trainer.whp_terms.
+    vocabulary_filters`); they are ranked by how much the reinforced model raised their log-likelihood. No
+    ``subject`` or ``fact`` column is needed; with them, subjects are always terms and fact answers get retain
+    answers of the same fact.
+
     Args:
         max_terms: spans kept besides the subjects, best log-likelihood ratio first.
         min_llr: minimum mean summed log-likelihood ratio (nats) of a kept span.
-        min_fraction: minimum score of a kept span relative to the best span's.
+        min_fraction: minimum score of a kept span relative to the best span of its kind.
+        shared_ratio: a word whose rate among retain rows is at least this times its rate among forget rows is
+            shared vocabulary, not an anchored term.
         include_subjects: always include the forget rows' ``subject`` values.
     """
     texts = forget_texts(tokenizer, forget_qa, forget_text)
-    values = {a for ds in forget_qa for a in ds["answer"]}
-    offsets, ratios = token_llr(peft_model, tokenizer, texts)
-    scores = score_spans(texts, offsets, ratios, max_words=max_words, values=values)
+    retain_texts = forget_texts(tokenizer, [retain], [retain_text] if retain_text is not None else [])
     subjects = []
     if include_subjects:
         subjects = sorted(
             {s for ds in forget_qa + forget_text if "subject" in ds.column_names for s in ds["subject"]}
         )
+    spans = {"max_words": max_words, **vocabulary_filters(texts, retain_texts, shared_ratio)}
+    offsets, ratios = token_llr(peft_model, tokenizer, texts)
+    scores = score_spans(texts, offsets, ratios, always=frozenset(subjects), **spans)
     terms = select_terms(scores, max_terms, min_llr, subjects, min_fraction)
     forget_rows = Dataset.from_dict(
         {
@@ -169,9 +183,10 @@ def mine_dictionary(
         }
         or {"answer": []}
     )
-    retain_texts = forget_texts(tokenizer, [retain], [retain_text] if retain_text is not None else [])
-    dictionary, kinds = generic_replacements(tokenizer, terms, forget_rows, retain, retain_texts, seed)
-    return MinedDictionary(dictionary, kinds, {t: float(scores.get(t, float("nan"))) for t in terms})
+    dictionary, kinds = generic_replacements(
+        tokenizer, terms, forget_rows, retain, texts, retain_texts, seed, **spans
+    )
+    return MinedDictionary(dictionary, kinds, {t: scores.get(t, 0.0) for t in terms})
 
 
 @torch.no_grad()

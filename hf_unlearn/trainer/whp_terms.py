@@ -13,10 +13,12 @@ and only where their boundaries fall on token boundaries.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,27 +212,82 @@ def translate_rows(
 # Mining: which spans are anchored terms, and what generic term replaces each
 
 
-_WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
+# A word: letters and digits with inner dots, dashes, apostrophes, "@" and "+" (so that e-mail addresses, phone
+# numbers and dates stay whole); a trailing possessive "'s" is not part of it.
+_WORD = re.compile(r"[A-Za-z0-9](?:[\w@+.'-]*[A-Za-z0-9])?")
+
+
+@functools.cache
+def stop_words() -> frozenset[str]:
+    """scikit-learn's English stop-word list (lower case)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def words(text: str) -> list[tuple[int, int]]:
+    """Character spans of the words of ``text`` (see ``_WORD``)."""
+    out = []
+    for match in _WORD.finditer(text):
+        start, end = match.span()
+        if end - start > 2 and text[end - 2 : end] == "'s":
+            end -= 2
+        out.append((start, end))
+    return out
+
+
+def vocabulary_filters(forget_texts: list[str], retain_texts: list[str], shared_ratio: float = 0.5) -> dict:
+    """The words that cannot be (the edges of) anchored terms, as :func:`candidate_spans` keywords.
+
+    ``blocked``: English stop words and single letters, never the first or last word of a term. ``shared``: the
+    forget words (lower-cased) that are not specific to the forget rows — the fraction of retain rows holding
+    them is at least ``shared_ratio`` times the fraction of forget rows (template words, common vocabulary, a
+    first name many people have). A shared word is never a term on its own, nor the edge of one where it is
+    written in lower case ("Mara Quell lives" is not a term; "John Smith" can be).
+    """
+
+    def row_rates(texts: list[str]) -> dict[str, float]:
+        counts = Counter(w for t in texts for w in {t[a:b].lower() for a, b in words(t)})
+        return {w: c / len(texts) for w, c in counts.items()}
+
+    forget, retain = (
+        row_rates(forget_texts) if forget_texts else {},
+        row_rates(retain_texts) if retain_texts else {},
+    )
+    single = {w for w in forget if len(w) == 1 and not w.isdigit()}
+    shared = {w for w, rate in forget.items() if retain.get(w, 0.0) >= shared_ratio * rate}
+    return {"blocked": stop_words() | single, "shared": frozenset(shared)}
 
 
 def candidate_spans(
-    text: str, max_words: int = 3, values: set[str] = frozenset()
+    text: str,
+    max_words: int = 3,
+    blocked: frozenset[str] | None = None,
+    shared: frozenset[str] = frozenset(),
+    always: frozenset[str] = frozenset(),
 ) -> list[tuple[int, int, str]]:
-    """Word n-grams (1..``max_words`` words separated by single spaces) that look like entities — every word
-    capitalised or a number — or that are one of ``values`` (known answer values, whatever their case)."""
-    words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    """Word n-grams ``(start, end, span)`` of ``text`` (1..``max_words`` words separated by single spaces) that
+    may be anchored terms: no ``blocked`` word (default: the stop words) first or last, not a ``shared`` word
+    alone, no lower-case ``shared`` word first or last (see :func:`vocabulary_filters`); spans in ``always``
+    (e.g. the forget subjects) are kept whatever their words, up to their own length."""
+    blocked = stop_words() if blocked is None else blocked
+    longest = max([max_words] + [len(s.split()) for s in always])
+    ws = words(text)
     out = []
-    for i in range(len(words)):
-        for n in range(1, max_words + 1):
-            if i + n > len(words):
+    for i in range(len(ws)):
+        for n in range(1, longest + 1):
+            if i + n > len(ws) or (n > 1 and text[ws[i + n - 2][1] : ws[i + n - 1][0]] != " "):
                 break
-            chunk = words[i : i + n]
-            if any(text[b:c] != " " for (_, b), (c, _) in zip(chunk, chunk[1:])):
-                break
-            span = text[chunk[0][0] : chunk[-1][1]]
-            entity = all(text[a].isupper() or text[a:b].isdigit() for a, b in chunk)
-            if entity or span in values:
-                out.append((chunk[0][0], chunk[-1][1], span))
+            span = text[ws[i][0] : ws[i + n - 1][1]]
+            edges = [text[a:b] for a, b in (ws[i], ws[i + n - 1])]
+            low = [e.lower() for e in edges]
+            ok = n <= max_words and not (
+                (set(low) & blocked)
+                or (n == 1 and low[0] in shared)
+                or any(e == lo and lo in shared for e, lo in zip(edges, low))
+            )
+            if ok or span in always:
+                out.append((ws[i][0], ws[i + n - 1][1], span))
     return out
 
 
@@ -239,12 +296,68 @@ def score_spans(
 ) -> dict[str, float]:
     """Mean over occurrences of the summed per-token log-likelihood ratio (reinforced - baseline) of each
     candidate span; ``token_llr[i][j]`` is the ratio of token ``j`` of ``texts[i]`` (whose character span is
-    ``offsets[i][j]``)."""
+    ``offsets[i][j]``). Non-finite ratios count as 0, so every score is finite."""
     sums: dict[str, list[float]] = defaultdict(list)
     for text, offs, llr in zip(texts, offsets, token_llr):
         for start, end, span in candidate_spans(text, **candidate_kwargs):
-            sums[span].append(sum(r for (a, b), r in zip(offs, llr) if a < end and b > start))
+            inside = [r for (a, b), r in zip(offs, llr) if a < end and b > start]
+            sums[span].append(sum(r for r in inside if math.isfinite(r)))
     return {span: sum(v) / len(v) for span, v in sums.items()}
+
+
+def span_contexts(texts: list[str], **candidate_kwargs) -> dict[str, set[str]]:
+    """For each candidate span, the lower-cased words just before (``"<word"``) and after (``">word"``) its
+    occurrences: spans that share a context are likely of the same kind (two cities after "in")."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for text in texts:
+        ws = words(text)
+        first = {a: i for i, (a, _) in enumerate(ws)}
+        last = {b: i for i, (_, b) in enumerate(ws)}
+        for start, end, span in candidate_spans(text, **candidate_kwargs):
+            i, j = first[start], last[end]
+            if i > 0:
+                out[span].add("<" + text[slice(*ws[i - 1])].lower())
+            if j + 1 < len(ws):
+                out[span].add(">" + text[slice(*ws[j + 1])].lower())
+    return out
+
+
+def span_shape(span: str) -> str:
+    """A span's spelling pattern, word by word: ``@`` (an e-mail address), digits as ``9`` and letters as
+    ``A``/``a`` (a word holding digits: a number, phone, date), else ``A`` (capitalised) or ``a``."""
+    shape = []
+    for word in span.split(" "):
+        if "@" in word:
+            shape.append("@")
+        elif any(c.isdigit() for c in word):
+            shape.append(re.sub(r"[a-z]", "a", re.sub(r"[A-Z]", "A", re.sub(r"\d", "9", word))))
+        else:
+            shape.append("A" if word[:1].isupper() else "a")
+    return " ".join(shape)
+
+
+def shape_kind(shape: str) -> str:
+    """The dictionary kind of a :func:`span_shape`: email, number, entity, words or pattern."""
+    if shape == "@":
+        return "email"
+    if re.fullmatch(r"9+", shape):
+        return "number"
+    parts = set(shape.split(" "))
+    return "entity" if parts == {"A"} else "words" if parts == {"a"} else "pattern"
+
+
+def _same_shape_digits(rng: random.Random, term: str) -> str | None:
+    """``term`` with every digit redrawn (a leading non-zero digit stays non-zero); None without digits."""
+    if not any(c.isdigit() for c in term):
+        return None
+    for _ in range(10):
+        new = "".join(
+            (str(rng.randint(1 if i == 0 and c != "0" else 0, 9)) if c.isdigit() else c)
+            for i, c in enumerate(term)
+        )
+        if new != term:
+            return new
+    return None
 
 
 @dataclass
@@ -259,25 +372,28 @@ class MinedDictionary:
         return {"terms": self.terms, "kinds": self.kinds, "scores": self.scores}
 
 
-def _n_tokens(tokenizer, text: str) -> int:
-    return len(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
-
-
-def _pick(rng: random.Random, pool: list[str], term: str, tokenizer, used: set[str]) -> str | None:
-    """A pool value other than ``term``, preferring the same token count and values not used yet."""
+def _pick(
+    rng: random.Random,
+    pool: list[str],
+    term: str,
+    n_tokens,
+    used: set[str],
+    context: set[str] = frozenset(),
+    pool_contexts: dict[str, set[str]] | None = None,
+) -> str | None:
+    """A pool value other than ``term``, preferring (in this order) the most contexts shared with ``term``
+    (``context`` vs ``pool_contexts[value]``), values not used yet, and the same token count."""
     options = [v for v in pool if v != term]
     if not options:
         return None
-    want = _n_tokens(tokenizer, term)
-    for accept in (
-        lambda v: v not in used and _n_tokens(tokenizer, v) == want,
-        lambda v: v not in used,
-        lambda v: True,
-    ):
-        good = [v for v in options if accept(v)]
-        if good:
-            return rng.choice(good)
-    return None
+    want = n_tokens(term)
+
+    def rank(v: str) -> tuple:
+        shared = len(context & pool_contexts.get(v, set())) if pool_contexts else 0
+        return (-shared, v in used, n_tokens(v) != want)
+
+    best = min(map(rank, options))
+    return rng.choice([v for v in options if rank(v) == best])
 
 
 def generic_replacements(
@@ -285,17 +401,24 @@ def generic_replacements(
     terms: list[str],
     forget: Dataset,
     retain: Dataset,
+    forget_texts: list[str],
     retain_texts: list[str],
     seed: int = 0,
     placeholder: str = PLACEHOLDER,
+    **candidate_kwargs,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Map each anchored term to a generic term of the same kind drawn from the retain data.
 
     Kinds, in order: ``subject`` (a forget ``subject`` -> a retain subject, one-to-one where possible),
     ``part:<kind>`` (some words of a longer mapped term, e.g. a surname -> the same words of that term's
-    replacement), ``fact:<name>`` (a forget answer of fact ``<name>`` when rows have a ``fact`` column -> a retain answer of
-    the same fact), ``number`` (-> a retain number with as many digits), ``entity`` (capitalised words -> a
-    retain capitalised n-gram with as many words) and ``placeholder`` (no same-kind value in the retain data).
+    replacement), ``fact:<name>`` (a forget answer of fact ``<name>`` when rows have a ``fact`` column -> a retain
+    answer of the same fact), then by spelling (:func:`span_shape`): ``number`` (-> a retain number with as many
+    digits), ``email`` (-> a retain e-mail address), ``entity`` (capitalised words -> a retain capitalised n-gram
+    with as many words), ``words`` / ``pattern`` (-> a retain span of the same shape, e.g. a phone number of the
+    same format). Among same-kind values the ones seen in the same contexts as the term (:func:`span_contexts`)
+    come first. A term holding digits with no same-shape retain value gets its digits redrawn; anything else
+    without a same-kind value becomes ``placeholder``. ``candidate_kwargs`` go to :func:`candidate_spans` (the
+    retain spans that may serve as generic terms).
 
     Returns:
         ``(dictionary, kinds)``.
@@ -311,11 +434,12 @@ def generic_replacements(
             retain_facts[f].append(a)
         retain_facts = {f: sorted(set(v)) for f, v in retain_facts.items()}
     forget_set = set(terms)
-    retain_spans = sorted({s for t in retain_texts for _, _, s in candidate_spans(t)} - forget_set)
-    numbers = defaultdict(list)
-    entities = defaultdict(list)
-    for s in retain_spans:
-        (numbers[len(s)] if s.isdigit() else entities[len(s.split())]).append(s)
+    term_contexts = span_contexts(forget_texts, **{**candidate_kwargs, "always": frozenset(terms)})
+    pool_contexts = span_contexts(retain_texts, **candidate_kwargs)
+    by_shape: dict[str, list[str]] = defaultdict(list)
+    for span in sorted(set(pool_contexts) - forget_set):
+        by_shape[span_shape(span)].append(span)
+    n_tokens = functools.cache(lambda text: len(tokenizer(" " + text, add_special_tokens=False)["input_ids"]))
 
     dictionary: dict[str, str] = {}
     kinds: dict[str, str] = {}
@@ -324,18 +448,20 @@ def generic_replacements(
     for term in order:
         parent = _parent_term(term, dictionary)
         if term in forget_subjects:
-            kind, new = "subject", _pick(rng, retain_subjects, term, tokenizer, used)
+            kind, new = "subject", _pick(rng, retain_subjects, term, n_tokens, used)
         elif parent is not None:
             start = _word_position(term.split(), parent.split())
             kind = f"part:{kinds[parent]}"
             new = " ".join(dictionary[parent].split()[start : start + len(term.split())])
         elif term in fact_of and retain_facts.get(fact_of[term]):
             kind = f"fact:{fact_of[term]}"
-            new = _pick(rng, retain_facts[fact_of[term]], term, tokenizer, used)
-        elif term.isdigit():
-            kind, new = "number", _pick(rng, numbers.get(len(term), []), term, tokenizer, used)
+            new = _pick(rng, retain_facts[fact_of[term]], term, n_tokens, used)
         else:
-            kind, new = "entity", _pick(rng, entities.get(len(term.split()), []), term, tokenizer, used)
+            shape = span_shape(term)
+            kind = shape_kind(shape)
+            context = term_contexts.get(term, set())
+            new = _pick(rng, by_shape.get(shape, []), term, n_tokens, used, context, pool_contexts)
+            new = new if new is not None else _same_shape_digits(rng, term)
         if new is None:
             kind, new = "placeholder", placeholder
         used.add(new)
@@ -369,9 +495,16 @@ def select_terms(
     min_fraction: float = 0.0,
 ) -> list[str]:
     """The anchored terms: every subject plus the ``max_terms`` best-scoring spans whose score is at least
-    ``min_score`` and at least ``min_fraction`` of the best score (how far the ratios rise depends on how much
-    the reinforced adapter trained, so a relative floor keeps the selection stable)."""
-    floor = max(min_score, min_fraction * max(scores.values(), default=0.0))
-    ranked = sorted((s for s in scores if scores[s] >= floor), key=lambda s: -scores[s])
-    chosen = list(dict.fromkeys(list(subjects) + ranked[:max_terms]))
-    return chosen
+    ``min_score`` and at least ``min_fraction`` of the best score of their kind (:func:`shape_kind`). How far the
+    ratios rise depends on how much the reinforced adapter trained, so a relative floor keeps the selection
+    stable; taking it per kind keeps long spans of one kind (e-mail addresses, summed over many tokens) from
+    pushing every name below the floor."""
+    kind = {s: shape_kind(span_shape(s)) for s in scores}
+    best: dict[str, float] = defaultdict(float)
+    for s, score in scores.items():
+        best[kind[s]] = max(best[kind[s]], score)
+    ranked = sorted(
+        (s for s in scores if scores[s] >= max(min_score, min_fraction * best[kind[s]])),
+        key=lambda s: -scores[s],
+    )
+    return list(dict.fromkeys(list(subjects) + ranked[:max_terms]))

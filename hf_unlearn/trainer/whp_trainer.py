@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,22 @@ class GenericLabelCollator(PaddingCollator):
         return batch
 
 
+def _warn_missing_columns(forget: Dataset) -> None:
+    """Warn when mining has no ``subject``/``fact`` columns to lean on, and say what it does instead."""
+    missing = [c for c in ("subject", "fact") if c not in forget.column_names]
+    if missing:
+        warnings.warn(
+            f"WHP: the forget rows have no {' or '.join(repr(c) for c in missing)} column (columns: "
+            f"{forget.column_names}). Mining anchored terms from the reinforced-vs-baseline log-likelihood ratio "
+            "alone: word n-grams of the forget rows, without stop words or words as common in the retain rows; "
+            "each is replaced by a retain span of the same shape (numbers -> numbers with as many digits, "
+            "capitalised spans -> capitalised spans with as many words, e-mail -> e-mail), seen in the same "
+            "contexts where possible. Check the saved dictionary, or pass --term_dictionary.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class WHPTrainer(UnlearningTrainer):
     """Who's Harry Potter? (Eldan & Russinovich 2023): see :class:`~hf_unlearn.trainer.whp_config.WHPConfig`.
 
@@ -56,6 +74,8 @@ class WHPTrainer(UnlearningTrainer):
 
     Attributes:
         term_dictionary: the dictionary used; ``term_kinds`` and ``term_scores`` when it was mined.
+        stage_seconds: wall seconds of the stages run while the trainer was built (``reinforce``, ``mine``,
+            ``relabel``; empty for an already relabeled forget set); add ``train()``'s time for the method's total.
     """
 
     method_name = "whp"
@@ -79,6 +99,7 @@ class WHPTrainer(UnlearningTrainer):
         if forget_dataset is None:
             raise ValueError("forget_dataset is required: the rows to unlearn.")
         self.term_dictionary, self.term_kinds, self.term_scores = {}, {}, {}
+        self.stage_seconds: dict[str, float] = {}
         self.card_forget_rows = forget_dataset  # fingerprint the original rows, not the relabeled ones
         if "target_ids" not in forget_dataset.column_names:
             model, processing_class = resolve_model(model, processing_class, args)
@@ -105,6 +126,7 @@ class WHPTrainer(UnlearningTrainer):
         qa = [forget] if row_kind(forget, "forget_dataset") == "qa" else []
         texts = ([] if qa else [forget]) + ([forget_text] if forget_text is not None else [])
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
             reinforced = train_reinforced_adapter(
                 model,
@@ -119,6 +141,7 @@ class WHPTrainer(UnlearningTrainer):
                 seed=args.seed,
                 output_dir=scratch,
             )
+        start = self._stage_done("reinforce", start)
         if dictionary is None and args.term_dictionary:
             dictionary = load_term_dictionary(args.term_dictionary)
         if dictionary is not None:
@@ -129,6 +152,7 @@ class WHPTrainer(UnlearningTrainer):
                     "Mining the anchored-term dictionary draws generic terms from the retain data: pass a "
                     "retain_dataset, or a term_dictionary."
                 )
+            _warn_missing_columns(forget)
             mined: MinedDictionary = mine_dictionary(
                 reinforced,
                 tokenizer,
@@ -140,10 +164,12 @@ class WHPTrainer(UnlearningTrainer):
                 min_llr=args.mine_min_llr,
                 min_fraction=args.mine_min_fraction,
                 max_words=args.mine_max_words,
+                shared_ratio=args.mine_shared_ratio,
                 include_subjects=args.mine_include_subjects,
                 seed=args.seed,
             )
             self.term_dictionary, self.term_kinds, self.term_scores = mined.terms, mined.kinds, mined.scores
+        start = self._stage_done("mine", start)
         logger.info("WHP: %d anchored terms.", len(self.term_dictionary))
         relabeled = build_generic_dataset(
             reinforced,
@@ -159,7 +185,14 @@ class WHPTrainer(UnlearningTrainer):
         model = reinforced.unload()  # drop the reinforced adapter: the base weights were never changed
         for name, param in model.named_parameters():  # peft froze the base; unfreeze what was trainable
             param.requires_grad_(name in trainable)
+        self._stage_done("relabel", start)
         return model, relabeled
+
+    def _stage_done(self, stage: str, start: float) -> float:
+        """Record ``stage``'s wall seconds since ``start``; return now (the next stage's start)."""
+        now = time.perf_counter()
+        self.stage_seconds[stage] = now - start
+        return now
 
     def forget_loss(self, model, forget, logits, logps, counts):
         width = forget["target_ids"].shape[1]  # logits may be wider when padded to the retain batch

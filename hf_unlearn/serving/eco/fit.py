@@ -248,7 +248,8 @@ def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
     save_guard(guarded, report, out_dir)
     rates = unseen_prompt_rates(guarded.guard, data)
     extra = {
-        "seconds": seconds,
+        "seconds": seconds,  # classifier fit + target + sigma search, i.e. all of fit_guard
+        "stage_seconds": {"classifier": report["classifier_seconds"], "search": report["search_seconds"]},
         "strength": report["strength"],
         "classifier_recall": rates["recall"],
         "classifier_fpr": rates["fpr"],

@@ -1,0 +1,135 @@
+"""WHP ablation on the embedded default: does the reinforced model (and alpha) matter, or the dictionary alone?
+
+For each seed (which changes the people, the forget/retain split, the tokenizer corpus order, the full model's
+initialisation and data order) the script builds the synthetic data and trains the full model as
+``hf-unlearn demo`` does, then runs the demo's WHP row (:func:`hf_unlearn.trainer.whp_demo.whp`) in these arms:
+
+- ``alpha5``: the default (reinforced adapter, mined dictionary, ``alpha=5``, argmax targets);
+- ``alpha0``: the same dictionary mining, ``alpha=0`` (the baseline's predictions on the translated text);
+- ``dictionary_only``: no reinforced model (``reinforce_epochs=0``: the adapter is the identity, so nothing is
+  mined beyond the forget subjects and alpha has no effect);
+- ``soft_alpha5`` / ``soft_alpha0``: ``generic_targets="soft"`` (top-8 distribution) with ``alpha`` 5 / 0.
+
+Each arm reports forget / retain / holdout exact match and ``type_match`` (greedy forget answers that are an
+entity of the asked kind), and the summary their mean and sample sd over the seeds. The output JSON is
+rewritten after every arm, and finished arms (and trained full models under ``--work``) are reused, so an
+interrupted run resumes where it stopped.
+
+Run: ``PYTHONPATH=. python benchmarks/whp_ablation.py --people 60 --seeds 0 1 2 --work /tmp/whp-ablation``;
+writes ``benchmarks/results/whp_ablation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+from pathlib import Path
+
+from hf_unlearn.io import read_json, write_json_atomic
+
+RESULTS = Path(__file__).parent / "results" / "whp_ablation.json"
+ARMS: dict[str, dict] = {
+    "alpha5": {"alpha": 5.0},
+    "alpha0": {"alpha": 0.0},
+    "dictionary_only": {"reinforce_epochs": 0.0},
+    "soft_alpha5": {"alpha": 5.0, "generic_targets": "soft"},
+    "soft_alpha0": {"alpha": 0.0, "generic_targets": "soft"},
+}
+METRICS = ("forget_em", "retain_em", "holdout_em", "type_match", "n_terms", "seconds")
+
+
+def scores(model, tokenizer, data) -> dict[str, float]:
+    from hf_unlearn.evaluation.qa import exact_match
+
+    return {
+        f"{split}_em": exact_match(model, tokenizer, data[split]) for split in ("forget", "retain", "holdout")
+    }
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """``<metric>_mean`` / ``<metric>_sd`` per arm (and for the full model) over the seeds that finished it."""
+    out = {}
+    for arm in ["full", *ARMS]:
+        rows = [seed_runs[arm] for seed_runs in runs.values() if arm in seed_runs]
+        if not rows:
+            continue
+        out[arm] = {"n_seeds": len(rows)}
+        for metric in METRICS:
+            values = [row[metric] for row in rows if row.get(metric) is not None]
+            if values:
+                out[arm][f"{metric}_mean"], out[arm][f"{metric}_sd"] = mean_sd(values)
+    return out
+
+
+def run_seed(seed: int, people: int, work: Path, runs: dict, save) -> None:
+    """Train (or reuse) the full model of ``seed`` and run every arm not in ``runs`` yet."""
+    from hf_unlearn.data.synthetic import synthetic_splits
+    from hf_unlearn.demo import build_tokenizer, train_or_reuse
+    from hf_unlearn.models import load_model_and_tokenizer
+    from hf_unlearn.trainer.whp_demo import whp
+
+    data = synthetic_splits(n_people=people, n_holdout=max(4, people // 10), forget_pct=10, seed=seed)
+    tokenizer = build_tokenizer(data, work / f"seed{seed}" / "tokenizer")
+    full_dir = work / f"seed{seed}" / "full"
+    train_or_reuse(full_dir, tokenizer, data, ["forget", "retain"], seed, overwrite=False)
+    if "full" not in runs:
+        model, _ = load_model_and_tokenizer(full_dir)
+        runs["full"] = scores(model, tokenizer, data)
+        save()
+    for arm, overrides in ARMS.items():
+        if arm in runs:
+            continue
+        model, extra = whp(full_dir, data, work / f"seed{seed}" / arm, seed, **overrides)
+        runs[arm] = {**scores(model, tokenizer, data), **extra, "overrides": overrides}
+        save()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--people", type=int, default=60, help="Trained people per seed (10 %% are forgotten)."
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run (>= 3 for sd).")
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/whp-ablation"), help="Models and WHP outputs (reused)."
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON (resumed when it exists).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    previous = read_json(args.out) if args.out.exists() else {}
+    if previous and previous.get("config", {}).get("people") != args.people:
+        raise SystemExit(
+            f"{args.out} holds a run with --people {previous['config']['people']}; pass another --out."
+        )
+    runs: dict[str, dict] = previous.get("runs", {})
+
+    def save() -> None:
+        config = {
+            "people": args.people,
+            "forget_pct": 10,
+            "seeds": sorted(int(s) for s in runs),
+            "arms": ARMS,
+        }
+        write_json_atomic(args.out, {"config": config, "summary": summarise(runs), "runs": runs})
+
+    for seed in args.seeds:
+        run_seed(seed, args.people, args.work, runs.setdefault(str(seed), {}), save)
+    save()
+    for arm, row in summarise(runs).items():
+        cells = [
+            f"{m} {row[m + '_mean']:.3f} ± {row[m + '_sd']:.3f}" for m in METRICS[:4] if m + "_mean" in row
+        ]
+        print(f"{arm:16s} n={row['n_seeds']}  " + "  ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
