@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,9 @@ from hf_unlearn.serving.eco.classifier import (
 )
 from hf_unlearn.serving.eco.corruption import TUNABLE
 from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, GuardedModel
+from hf_unlearn.serving.eco.names import NameMatcher
 from hf_unlearn.serving.eco.optimize import FORGET_METRICS, forget_metric, zeroth_order_search
+from hf_unlearn.serving.eco.response import fact_hashes
 
 logger = logging.getLogger(__name__)
 FIT_REPORT_FILE = "fit_report.json"
@@ -96,6 +99,16 @@ def fit_classifier(
         config,
         encoder,
     )
+
+
+def forget_fact_hashes(classifier: PromptClassifier, forget: Dataset, key: str) -> list[int]:
+    """The response check's keyed hashes of each forget answer under every subject its question names."""
+    facts = [
+        (subject, answer)
+        for question, answer in zip(forget["question"], forget["answer"])
+        for subject in classifier.matcher.matched(question)
+    ]
+    return fact_hashes(bytes.fromhex(key), facts)
 
 
 def resolve_target(
@@ -190,9 +203,17 @@ def fit_guard(
         guard_config.subjects = sorted(set(forget["subject"]))
     if not classifier_config.entities:
         classifier_config.entities = list(guard_config.subjects)
+    if classifier_config.fuzzy_names and classifier_config.entities and not classifier_config.entity_parts:
+        retain_subjects = retain["subject"] if "subject" in retain.column_names else []
+        classifier_config.entity_parts = NameMatcher.distinctive_parts(
+            classifier_config.entities, retain_subjects, retain["question"]
+        )
     start = time.perf_counter()
     classifier = fit_classifier(tokenizer, forget, retain, classifier_config, encoder)
     classifier_seconds = time.perf_counter() - start
+    if not guard_config.response_facts:
+        guard_config.response_key = guard_config.response_key or secrets.token_hex(16)
+        guard_config.response_facts = forget_fact_hashes(classifier, forget, guard_config.response_key)
     value, source = resolve_target(model, tokenizer, forget, metric, target, target_model, holdout)
     guarded = GuardedModel(model, ECOGuard(classifier, tokenizer, guard_config))
     start = time.perf_counter()
