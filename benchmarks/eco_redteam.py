@@ -105,7 +105,8 @@ class Served:
 
         self.server = GuardedServer(TransformersBackend(model, tokenizer), tokenizer, guard, "m")
         self.server.limits.max_prompts = 64
-        self.client = TestClient(self.server.app())
+        # entered: one event loop for every request (the backend's lock and the guard's workers live on it)
+        self.client = TestClient(self.server.app()).__enter__()
 
     def complete(self, prompts: list[str], **sampling) -> list[dict]:
         out = []
@@ -158,6 +159,7 @@ def main() -> None:
     )
     fit_seconds = time.perf_counter() - start
     guard = guarded.guard
+    guard.embedding_weight = full.get_input_embeddings().weight  # the server embeds flagged prompts itself
     servers = {
         "guarded": Served(full, tokenizer, guard),
         "full": Served(full, tokenizer),

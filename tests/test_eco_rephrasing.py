@@ -296,3 +296,15 @@ def test_hostile_bodies_get_a_400_and_the_server_keeps_serving(tiny_tokenizer, b
     assert needle in response.json()["error"]["message"]
     ok = api.post("/v1/completions", json={"prompt": "x", "seed": 2**63 - 1, "a": [[[[1]]]]})
     assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == "Oslo"
+
+
+def test_name_variants_name_each_person_by_one_part_and_drop_the_template(small_splits, tiny_tokenizer):
+    from hf_unlearn.serving.eco.fit import name_variants
+
+    rows = small_splits["forget"].select(range(2))
+    first, last = rows[0]["subject"].split()
+    got = name_variants(tiny_tokenizer, rows)
+    assert len(got) == 6 and got[2] == rows[0]["question"]
+    assert got[0] == format_prompt(tiny_tokenizer, rows[0]["question"].replace(rows[0]["subject"], last))
+    assert first in got[1] and last not in got[1]
+    assert name_variants(tiny_tokenizer, rows.remove_columns("subject")) == []

@@ -126,6 +126,13 @@ class ClassifierConfig:
         default=True,
         metadata={"help": "Match entities with typos and spacing inside them (else: exact whole words)."},
     )
+    augment_names: bool = field(
+        default=True,
+        metadata={
+            "help": "eco-fit also trains on each question with its subject named by one name part alone and "
+            "without the QA template (forget and retain alike)."
+        },
+    )
     calibration_seed: int = field(default=0, metadata={"help": "Seed of the calibration split."})
     screen: bool = field(
         default=True,

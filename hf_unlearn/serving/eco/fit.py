@@ -85,6 +85,22 @@ def question_prompts(tokenizer, questions: list[str]) -> list[str]:
     return [format_prompt(tokenizer, q) for q in questions]
 
 
+def name_variants(tokenizer, rows: Dataset) -> list[str]:
+    """Each question with its ``subject`` named by the last and by the first name part alone, templated, and the
+    plain question without the QA template (none for rows without a two-part ``subject``)."""
+    if "subject" not in rows.column_names:
+        return []
+    out = []
+    for question, subject in zip(rows["question"], rows["subject"]):
+        parts = subject.split()
+        if len(parts) > 1 and subject in question:
+            out += question_prompts(
+                tokenizer, [question.replace(subject, parts[-1]), question.replace(subject, parts[0])]
+            )
+            out.append(question)
+    return out
+
+
 def fit_classifier(
     tokenizer,
     forget: Dataset,
@@ -92,13 +108,16 @@ def fit_classifier(
     config: ClassifierConfig | None = None,
     encoder: SentenceEncoder | None = None,
 ) -> PromptClassifier:
-    """Train the prompt classifier on the forget prompts (positives) vs the retain prompts (negatives)."""
-    return PromptClassifier.fit(
-        question_prompts(tokenizer, forget["question"]),
-        question_prompts(tokenizer, retain["question"]),
-        config,
-        encoder,
-    )
+    """Train the prompt classifier on the forget prompts (positives) vs the retain prompts (negatives), with
+    :func:`name_variants` of both when ``config.augment_names`` (so that the embedding part of the head does not
+    tell forget from retain by how a person is named)."""
+    config = config or ClassifierConfig()
+    positives = question_prompts(tokenizer, forget["question"])
+    negatives = question_prompts(tokenizer, retain["question"])
+    if config.augment_names:
+        positives += name_variants(tokenizer, forget)
+        negatives += name_variants(tokenizer, retain)
+    return PromptClassifier.fit(positives, negatives, config, encoder)
 
 
 def forget_fact_hashes(classifier: PromptClassifier, forget: Dataset, key: str) -> list[int]:
