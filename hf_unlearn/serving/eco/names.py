@@ -31,6 +31,7 @@ import numpy as np
 
 MIN_PART_LENGTH = 4  # shorter name parts ("Li", "Ann") are too common to identify anyone alone
 MIN_SQUASHED_LENGTH = 8  # a full subject shorter than this (spaces removed) matches only as whole words
+NEAR_CACHE_SIZE = 200_000  # tokens whose near targets are remembered (cleared when full)
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 
@@ -137,6 +138,7 @@ class NameMatcher:
                 if w in part_set:
                     self._targets.setdefault(w, set()).add(s)
         self._target_list = sorted(self._targets)
+        self._near_cache: dict[str, tuple[str, ...]] = {}  # token -> targets near it (prompts repeat words)
         self._radii = np.array([self.radius(t) for t in self._target_list])
 
     @staticmethod
@@ -151,12 +153,18 @@ class NameMatcher:
     def near(self, tokens: Iterable[str]) -> set[str]:
         """The fuzzy targets (squashed subjects, distinctive parts) within their edit radius of one of ``tokens``
         (one rapidfuzz call for all pairs)."""
-        tokens = [t for t in tokens if len(t) >= MIN_PART_LENGTH]
-        if not tokens or not self._target_list:
+        if not self._target_list:
             return set()
-        process, distance = _rapidfuzz()
-        d = process.cdist(tokens, self._target_list, scorer=distance, score_cutoff=2, dtype=np.int32)
-        return {self._target_list[j] for j in np.flatnonzero((d <= self._radii).any(axis=0))}
+        new = [t for t in set(tokens) if len(t) >= MIN_PART_LENGTH and t not in self._near_cache]
+        if new:
+            process, distance = _rapidfuzz()
+            d = process.cdist(new, self._target_list, scorer=distance, score_cutoff=2, dtype=np.int32)
+            hits = d <= self._radii  # (tokens, targets)
+            if len(self._near_cache) + len(new) > NEAR_CACHE_SIZE:
+                self._near_cache.clear()
+            for token, row in zip(new, hits):
+                self._near_cache[token] = tuple(self._target_list[j] for j in np.flatnonzero(row))
+        return {t for token in tokens for t in self._near_cache.get(token, ())}
 
     def matched(self, text: str) -> set[str]:
         """The canonical forget subjects that ``text`` mentions (empty: none)."""
