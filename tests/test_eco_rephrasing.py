@@ -308,3 +308,31 @@ def test_name_variants_name_each_person_by_one_part_and_drop_the_template(small_
     assert got[0] == format_prompt(tiny_tokenizer, rows[0]["question"].replace(rows[0]["subject"], last))
     assert first in got[1] and last not in got[1]
     assert name_variants(tiny_tokenizer, rows.remove_columns("subject")) == []
+
+
+def test_fit_guard_stores_name_parts_and_fact_hashes_not_text(small_splits, tiny_tokenizer, tmp_path):
+    from hf_unlearn.models import build_tiny_llama
+    from hf_unlearn.serving.eco.fit import fit_guard, save_guard
+
+    forget, retain = small_splits["forget"], small_splits["retain"]
+    guarded, report = fit_guard(
+        build_tiny_llama(tiny_tokenizer, seed=0),
+        tiny_tokenizer,
+        forget,
+        retain,
+        GuardConfig(corruption="zero_out", response_check=True),  # nothing to search: a fixed corruption
+        target=0.1,
+    )
+    guard = guarded.guard
+    subjects = sorted(set(forget["subject"]))
+    assert guard.classifier.config.entity_parts == NameMatcher.distinctive_parts(
+        subjects, retain["subject"], retain["question"]
+    )
+    assert len(bytes.fromhex(guard.config.response_key)) == 16 and guard.config.response_facts
+    row = forget[0]
+    assert guard.leaked_subjects(row["question"], f"It is {row['answer']}.") == {canonical(row["subject"])}
+    save_guard(guarded, report, tmp_path)
+    saved = (tmp_path / "guard_config.json").read_text()
+    assert all(a not in saved for a in forget["answer"] if not a.isdigit())  # stored hashed (years: digits)
+    loaded = ECOGuard.from_pretrained(tmp_path, tiny_tokenizer)
+    assert loaded.leaked_subjects(row["question"], row["answer"]) == {canonical(row["subject"])}
