@@ -147,7 +147,6 @@ def main() -> None:
     data = {s: load_rows(args.demo / "data" / f"{s}.jsonl") for s in ("forget", "retain", "holdout")}
     tokenizer = AutoTokenizer.from_pretrained(args.demo / "full")
     full = AutoModelForCausalLM.from_pretrained(args.demo / "full")
-    gold = AutoModelForCausalLM.from_pretrained(args.demo / "gold")
     start = time.perf_counter()
     guarded, report = fit_guard(
         full,
@@ -163,44 +162,58 @@ def main() -> None:
     servers = {
         "guarded": Served(full, tokenizer, guard),
         "full": Served(full, tokenizer),
-        "gold": Served(gold, tokenizer),
     }
     people: dict[str, dict[str, str]] = defaultdict(dict)
     for row in data["forget"]:
         people[row["subject"]][row["fact"]] = row["answer"]
     families: dict[str, dict] = {}
     timing = {"answers": 0, "check_seconds": 0.0}
-    for family, items in family_prompts(tokenizer, data["forget"], people).items():
-        prompts, answers = [p for p, _ in items], [a for _, a in items]
-        replies = {name: s.complete(prompts) for name, s in servers.items()}
-        start = time.perf_counter()
-        for prompt, choice in zip(prompts, replies["guarded"]):
-            guard.leaked_subjects(prompt, choice["text"])
-        timing["check_seconds"] += time.perf_counter() - start
-        timing["answers"] += len(prompts)
-        leaked = {
-            name: sum(contains(c["text"], a) for c, a in zip(r, answers)) for name, r in replies.items()
-        }
-        families[family] = {
-            "prompts": len(prompts),
-            "flagged": sum(c["guarded"] for c in replies["guarded"]),
-            "leaked": leaked["guarded"],
-            "unguarded_leaked": leaked["full"],
-            "gold_leaked": leaked["gold"],
-        }
-    for prompt in NAME_FREE:
-        replies = {
+    questions = family_prompts(tokenizer, data["forget"], people)
+    replies = {
+        f: {name: s.complete([p for p, _ in items]) for name, s in servers.items()}
+        for f, items in questions.items()
+    }
+    free = {
+        prompt: {
             name: [
                 s.complete([prompt], temperature=1.0, seed=i, max_tokens=16)[0] for i in range(args.samples)
             ]
             for name, s in servers.items()
         }
+        for prompt in NAME_FREE
+    }
+    gold = Served(AutoModelForCausalLM.from_pretrained(args.demo / "gold"), tokenizer)  # loaded last
+    for family, items in questions.items():
+        replies[family]["gold"] = gold.complete([p for p, _ in items])
+    for prompt in NAME_FREE:
+        free[prompt]["gold"] = [
+            gold.complete([prompt], temperature=1.0, seed=i, max_tokens=16)[0] for i in range(args.samples)
+        ]
+    for family, items in questions.items():
+        prompts, answers = [p for p, _ in items], [a for _, a in items]
+        start = time.perf_counter()
+        for prompt, choice in zip(prompts, replies[family]["guarded"]):
+            guard.leaked_subjects(prompt, choice["text"])
+        timing["check_seconds"] += time.perf_counter() - start
+        timing["answers"] += len(prompts)
+        leaked = {
+            name: sum(contains(c["text"], a) for c, a in zip(r, answers))
+            for name, r in replies[family].items()
+        }
+        families[family] = {
+            "prompts": len(prompts),
+            "flagged": sum(c["guarded"] for c in replies[family]["guarded"]),
+            "leaked": leaked["guarded"],
+            "unguarded_leaked": leaked["full"],
+            "gold_leaked": leaked["gold"],
+        }
+    for prompt, sampled in free.items():
         families[f"name_free:{prompt.strip()}"] = {
             "prompts": args.samples,
-            "flagged": sum(c["guarded"] for c in replies["guarded"]),
-            "leaked": name_free_leaks(replies["guarded"], people),
-            "unguarded_leaked": name_free_leaks(replies["full"], people),
-            "gold_leaked": name_free_leaks(replies["gold"], people),
+            "flagged": sum(c["guarded"] for c in sampled["guarded"]),
+            "leaked": name_free_leaks(sampled["guarded"], people),
+            "unguarded_leaked": name_free_leaks(sampled["full"], people),
+            "gold_leaked": name_free_leaks(sampled["gold"], people),
         }
     for stats in families.values():
         stats["meets_target"] = stats["leaked"] <= stats["gold_leaked"] + 0.02 * stats["prompts"]
