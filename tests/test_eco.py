@@ -18,7 +18,6 @@ from hf_unlearn.serving.eco.classifier import (
     Screen,
     SentenceEncoder,
     fpr_threshold,
-    mentions,
 )
 from hf_unlearn.serving.eco.corruption import (
     corrupt,
@@ -28,6 +27,7 @@ from hf_unlearn.serving.eco.corruption import (
     sign_flip,
     zero_out,
 )
+from hf_unlearn.serving.eco.names import NameMatcher
 from hf_unlearn.serving.eco.optimize import zeroth_order_search
 
 EMBEDS = torch.arange(24, dtype=torch.float32).reshape(4, 6) - 11.5  # (seq=4, hidden=6), no zeros
@@ -108,8 +108,10 @@ def test_fpr_threshold_and_mentions_by_hand():
     scores = np.array([0.1, 0.9, 0.3, 0.8, 0.2, 0.4, 0.5, 0.6, 0.7, 0.05])
     assert fpr_threshold(scores, 0.2) == 0.7  # 2 of 10 negatives (0.9, 0.8) may lie above
     assert fpr_threshold(scores, 0.01) == 0.9  # none above
-    got = mentions(["Who is Ann Lee?", "Who is Anne Leek?", "ANN LEE wrote", "nothing"], ["Ann Lee"])
-    assert got.tolist() == [1.0, 0.0, 1.0, 0.0]
+    got = NameMatcher(["Ann Lee"], fuzzy=False).mentions(
+        ["Who is Ann Lee?", "Who is Anne Leek?", "ANN LEE wrote", "x"]
+    )
+    assert got == [True, False, True, False]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +175,7 @@ def test_cascade_bounds_decide_without_the_encoder():
     clf.intercept = -0.2  # no mention: logit in [-0.7, 0.3], undecided -> encoder (w.e = 0.3 -> 0.1 > 0)
     flags, decided = clf.triage(["Who is Ann Lee?", "Bake bread."])  # the cheap steps alone
     assert flags.tolist() == [True, False] and decided.tolist() == [True, False] and encoder.calls == []
-    assert clf.predict(["Bake bread."]).tolist() == [True] and encoder.calls == ["Bake bread."]
+    assert clf.predict(["Bake bread."]).tolist() == [True] and encoder.calls == ["bake bread."]  # canonical
     assert clf.counts == {"bound": 2 + 1 + 0, "encoder": 1}
     copied = copy.deepcopy(clf)  # holds a lock, still copyable (the relearn probe deep-copies guarded models)
     assert copied.predict(["Bake bread."]).tolist() == [True] and copied._lock is not clf._lock

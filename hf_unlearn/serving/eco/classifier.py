@@ -30,7 +30,6 @@ alone, for servers that answer the prompts they decide without waiting for the e
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from hf_unlearn.io import read_json, write_json_atomic, written_atomically
+from hf_unlearn.serving.eco.names import NameMatcher, canonical
 
 CLASSIFIER_FILE = "classifier.json"
 SCREEN_FILE = "screen.npz"
@@ -114,6 +114,24 @@ class ClassifierConfig:
     entities: list[str] = field(
         default_factory=list,
         metadata={"help": "Forget entities; if given, 'mentions one of them' is an extra input of the head."},
+    )
+    entity_parts: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Name parts that count as a mention alone (default in eco-fit: the forget subjects' parts "
+            "that no retain subject or retain prompt word is within typo distance of; see serving/eco/names.py)."
+        },
+    )
+    fuzzy_names: bool = field(
+        default=True,
+        metadata={"help": "Match entities with typos and spacing inside them (else: exact whole words)."},
+    )
+    augment_names: bool = field(
+        default=True,
+        metadata={
+            "help": "eco-fit also trains on each question with its subject named by one name part alone and "
+            "without the QA template (forget and retain alike)."
+        },
     )
     calibration_seed: int = field(default=0, metadata={"help": "Seed of the calibration split."})
     screen: bool = field(
@@ -265,6 +283,7 @@ class PromptClassifier(LockHolder):
         self.stats = stats or {}
         self._encoder = encoder
         self.screen = screen
+        self._matcher: NameMatcher | None = None
         self.counts: Counter = Counter()  # prompts decided by "bound", "screen" and "encoder" in predict
         self._lock = threading.Lock()  # guards counts: a server triages in one thread, encodes in another
 
@@ -293,6 +312,7 @@ class PromptClassifier(LockHolder):
         from sklearn.linear_model import LogisticRegression
 
         config = config or ClassifierConfig()
+        positives, negatives = canonical_texts(positives), canonical_texts(negatives)
         n_cal = int(round(len(negatives) * config.calibration_fraction))
         if len(positives) < 2 or len(negatives) - n_cal < 2 or n_cal < 1:
             raise ValueError(
@@ -343,16 +363,28 @@ class PromptClassifier(LockHolder):
         logits = embeddings @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-logits))
 
+    @property
+    def matcher(self) -> NameMatcher:
+        """The forget-entity matcher of the head's entity feature (built once)."""
+        if self._matcher is None:
+            c = self.config
+            self._matcher = NameMatcher(c.entities, c.entity_parts, c.fuzzy_names)
+        return self._matcher
+
+    def mentions(self, texts: list[str]) -> np.ndarray:
+        """``(N,)`` float32: 1.0 where a text mentions a forget entity (:class:`NameMatcher`)."""
+        return np.array(self.matcher.mentions(texts), dtype=np.float32)
+
     def features(self, texts: list[str]) -> np.ndarray:
         """``(N, dim [+ 1])`` head inputs: sentence embeddings [and whether a forget entity is mentioned]."""
         x = self.encoder.encode(texts)
         if not self.config.entities:
             return x
-        return np.concatenate([x, mentions(texts, self.config.entities)[:, None]], axis=1)
+        return np.concatenate([x, self.mentions(texts)[:, None]], axis=1)
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        """``(N,)`` probability that each text is a forget-topic prompt."""
-        return self._scores(self.features(list(texts)))
+        """``(N,)`` probability that each text is a forget-topic prompt (read in :func:`canonical` form)."""
+        return self._scores(self.features(canonical_texts(texts)))
 
     def _count(self, step: str, n: int) -> None:
         with self._lock:
@@ -363,9 +395,9 @@ class PromptClassifier(LockHolder):
 
         Where ``decided`` holds, ``flags`` is the full classifier's decision; the other prompts need the encoder.
         """
-        texts = list(texts)
+        texts = canonical_texts(texts)
         dim = self.encoder_dim
-        entity = mentions(texts, self.config.entities) * self.coef[dim] if self.config.entities else 0.0
+        entity = self.mentions(texts) * self.coef[dim] if self.config.entities else 0.0
         t = min(max(self.threshold, 1e-12), 1 - 1e-12)
         # embedding logit a prompt needs to be flagged: w.e > need
         need = math.log(t / (1 - t)) - self.intercept - np.broadcast_to(entity, (len(texts),))
@@ -383,7 +415,7 @@ class PromptClassifier(LockHolder):
     def predict(self, texts: list[str]) -> np.ndarray:
         """``(N,)`` bool: the score is above the calibrated threshold, running the encoder only where the
         cascade (module docstring) cannot decide without it."""
-        texts = list(texts)
+        texts = canonical_texts(texts)
         flags, decided = self.triage(texts)
         rest = np.flatnonzero(~decided)
         if len(rest):
@@ -434,13 +466,9 @@ class PromptClassifier(LockHolder):
         )
 
 
-def mentions(texts: list[str], entities: list[str]) -> np.ndarray:
-    """``(N,)`` float32: 1.0 where a text mentions one of ``entities`` (case-insensitive, whole words)."""
-    names = sorted({e.strip().lower() for e in entities if e.strip()}, key=len, reverse=True)
-    if not names:
-        return np.zeros(len(texts), dtype=np.float32)
-    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
-    return np.array([pattern.search(t.lower()) is not None for t in texts], dtype=np.float32)
+def canonical_texts(texts: list[str]) -> list[str]:
+    """:func:`~hf_unlearn.serving.eco.names.canonical` of each text: what the classifier reads."""
+    return [canonical(t) for t in texts]
 
 
 def fpr_threshold(negative_scores: np.ndarray, target_fpr: float) -> float:

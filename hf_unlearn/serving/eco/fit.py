@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,9 @@ from hf_unlearn.serving.eco.classifier import (
 )
 from hf_unlearn.serving.eco.corruption import TUNABLE
 from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, GuardedModel
+from hf_unlearn.serving.eco.names import NameMatcher
 from hf_unlearn.serving.eco.optimize import FORGET_METRICS, forget_metric, zeroth_order_search
+from hf_unlearn.serving.eco.response import fact_hashes
 
 logger = logging.getLogger(__name__)
 FIT_REPORT_FILE = "fit_report.json"
@@ -82,6 +85,22 @@ def question_prompts(tokenizer, questions: list[str]) -> list[str]:
     return [format_prompt(tokenizer, q) for q in questions]
 
 
+def name_variants(tokenizer, rows: Dataset) -> list[str]:
+    """Each question with its ``subject`` named by the last and by the first name part alone, templated, and the
+    plain question without the QA template (none for rows without a two-part ``subject``)."""
+    if "subject" not in rows.column_names:
+        return []
+    out = []
+    for question, subject in zip(rows["question"], rows["subject"]):
+        parts = subject.split()
+        if len(parts) > 1 and subject in question:
+            out += question_prompts(
+                tokenizer, [question.replace(subject, parts[-1]), question.replace(subject, parts[0])]
+            )
+            out.append(question)
+    return out
+
+
 def fit_classifier(
     tokenizer,
     forget: Dataset,
@@ -89,13 +108,26 @@ def fit_classifier(
     config: ClassifierConfig | None = None,
     encoder: SentenceEncoder | None = None,
 ) -> PromptClassifier:
-    """Train the prompt classifier on the forget prompts (positives) vs the retain prompts (negatives)."""
-    return PromptClassifier.fit(
-        question_prompts(tokenizer, forget["question"]),
-        question_prompts(tokenizer, retain["question"]),
-        config,
-        encoder,
-    )
+    """Train the prompt classifier on the forget prompts (positives) vs the retain prompts (negatives), with
+    :func:`name_variants` of both when ``config.augment_names`` (so that the embedding part of the head does not
+    tell forget from retain by how a person is named)."""
+    config = config or ClassifierConfig()
+    positives = question_prompts(tokenizer, forget["question"])
+    negatives = question_prompts(tokenizer, retain["question"])
+    if config.augment_names:
+        positives += name_variants(tokenizer, forget)
+        negatives += name_variants(tokenizer, retain)
+    return PromptClassifier.fit(positives, negatives, config, encoder)
+
+
+def forget_fact_hashes(classifier: PromptClassifier, forget: Dataset, key: str) -> list[int]:
+    """The response check's keyed hashes of each forget answer under every subject its question names."""
+    facts = [
+        (subject, answer)
+        for question, answer in zip(forget["question"], forget["answer"])
+        for subject in classifier.matcher.matched(question)
+    ]
+    return fact_hashes(bytes.fromhex(key), facts)
 
 
 def resolve_target(
@@ -190,9 +222,17 @@ def fit_guard(
         guard_config.subjects = sorted(set(forget["subject"]))
     if not classifier_config.entities:
         classifier_config.entities = list(guard_config.subjects)
+    if classifier_config.fuzzy_names and classifier_config.entities and not classifier_config.entity_parts:
+        retain_subjects = retain["subject"] if "subject" in retain.column_names else []
+        classifier_config.entity_parts = NameMatcher.distinctive_parts(
+            classifier_config.entities, retain_subjects, retain["question"]
+        )
     start = time.perf_counter()
     classifier = fit_classifier(tokenizer, forget, retain, classifier_config, encoder)
     classifier_seconds = time.perf_counter() - start
+    if not guard_config.response_facts:
+        guard_config.response_key = guard_config.response_key or secrets.token_hex(16)
+        guard_config.response_facts = forget_fact_hashes(classifier, forget, guard_config.response_key)
     value, source = resolve_target(model, tokenizer, forget, metric, target, target_model, holdout)
     guarded = GuardedModel(model, ECOGuard(classifier, tokenizer, guard_config))
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import threading
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.serving.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.serving.eco.corruption import CORRUPTIONS, corrupt
+from hf_unlearn.serving.eco.response import states_fact
 
 GUARD_CONFIG_FILE = "guard_config.json"
 CLASSIFIER_DIR = "classifier"
@@ -66,6 +68,25 @@ class GuardConfig:
         metadata={
             "help": "Forget entities to match (default in eco-fit: the forget data's 'subject' column)."
         },
+    )
+    response_check: bool = field(
+        default=False,
+        metadata={
+            "help": "Check each answer before returning it: one that names a forget subject or states a fact of a "
+            "subject its prompt named is generated again from the corrupted prompt (unflagged prompts) or "
+            "replaced by response_refusal (see serving/eco/response.py)."
+        },
+    )
+    response_refusal: str = field(
+        default="I don't know.",
+        metadata={"help": "The answer given when an answer still leaks after the response check's retry."},
+    )
+    response_key: str = field(
+        default="", metadata={"help": "Hex key of the forget-fact hashes (eco-fit draws one at random)."}
+    )
+    response_facts: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Keyed hashes of the forget answers' n-grams per subject (eco-fit fills them in)."},
     )
 
     def __post_init__(self):
@@ -155,6 +176,7 @@ class ECOGuard(LockHolder):
         self.embedding_weight = embedding_weight
         self.cache_size = cache_size
         self._flag_cache: dict[str, bool] = {}
+        self._facts: set[int] | None = None  # config.response_facts as a set, built on first use
         self._lock = threading.Lock()  # a server's two guard stages run in two threads
 
     # -- classification -------------------------------------------------------------------------------------
@@ -230,11 +252,30 @@ class ECOGuard(LockHolder):
             if flagged is None:
                 out.append(None)
             elif flagged:
-                with torch.no_grad():
-                    out.append({"prompt_embeds": self.corrupt_embeds(ids, self.embed(ids))})
+                out.append(self.corrupted(ids))
             else:
                 out.append({"prompt_token_ids": ids})
         return out
+
+    def corrupted(self, ids: list[int]) -> dict:
+        """``{"prompt_embeds": (seq, hidden)}``: the corrupted embeddings of ``ids``, whatever the classifier says."""
+        with torch.no_grad():
+            return {"prompt_embeds": self.corrupt_embeds(ids, self.embed(ids))}
+
+    # -- the response check ---------------------------------------------------------------------------------
+    def leaked_subjects(self, prompt: str | list[int], response: str, known: Iterable[str] = ()) -> set[str]:
+        """The forget subjects ``response`` leaks (empty: none): those it names, and those named by ``prompt`` (or
+        given in ``known``) whose stored facts it states (:mod:`~hf_unlearn.serving.eco.response`; used when
+        ``config.response_check`` is on)."""
+        matcher = self.classifier.matcher
+        leaked = matcher.matched(response)
+        if not self.config.response_facts:
+            return leaked
+        if self._facts is None:
+            self._facts = set(self.config.response_facts)
+        key = bytes.fromhex(self.config.response_key)
+        asked = matcher.matched(self.prompt_text(prompt)) | set(known)
+        return leaked | {s for s in asked if states_fact(key, self._facts, s, response)}
 
     # -- persistence ----------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

@@ -37,6 +37,13 @@ class ServeArguments:
         default=False,
         metadata={"help": "Serve without a guard (a baseline for benchmarks; never for forgotten data)."},
     )
+    response_check: bool = field(
+        default=False,
+        metadata={
+            "help": "Check every answer with the guard's response check (on if the guard was fitted with "
+            "--response_check; this turns it on for a guard fitted without it, names only if it has no fact hashes)."
+        },
+    )
     tokenizer: str | None = field(
         default=None, metadata={"help": "Tokenizer path, when not saved with the model."}
     )
@@ -102,6 +109,7 @@ def build_server(args: ServeArguments):
     guard = None
     if not args.unguarded:  # the guard embeds flagged prompts with the served model's own embedding matrix
         guard = ECOGuard.from_pretrained(args.guard, tokenizer, input_embedding_weight(args.model))
+        guard.config.response_check |= args.response_check
     backend_cls = VLLMBackend if backend_name == "vllm" else TransformersBackend
     backend = backend_cls.start(args.model, args.tokenizer, max_model_len=args.max_model_len)
     limits = Limits(

@@ -43,6 +43,8 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}Answer:{% endif %}"
 )
 CHAT_ROLES = ("system", "user", "assistant")
+MAX_JSON_DEPTH = 32  # OpenAI requests nest 4-5 levels (messages -> parts -> part)
+MAX_SEED = 2**63 - 1  # engines seed 64-bit generators
 ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
 
 
@@ -205,6 +207,8 @@ class Metrics:
         "hf_unlearn_prompts_total": "Prompts sent to the engine, by whether the ECO guard corrupted them.",
         "hf_unlearn_guarded_requests_total": "Requests with at least one prompt corrupted by the ECO guard.",
         "hf_unlearn_generated_tokens_total": "Tokens generated.",
+        "hf_unlearn_response_checks_total": "Answers checked by the guard's response check, by outcome "
+        "(passed, regenerated from the corrupted prompt, refused).",
     }
 
     def __init__(self):
@@ -241,6 +245,18 @@ def _field(
         expected = rule or " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
         raise APIError(400, f"'{name}' must be {expected}; got {body.get(name)!r:.80}.", param=name)
     return value
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), computed without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in children)
+    return depth
 
 
 def _is_token_list(value: Any) -> bool:
@@ -288,8 +304,16 @@ class GuardedServer:
                 )
         try:
             data = json.loads(body)
+        except RecursionError:
+            data = None  # deeper than the parser's recursion limit: refused by the depth check below
         except (ValueError, UnicodeDecodeError) as err:
             raise APIError(400, f"The request body is not valid JSON: {err}.") from None
+        if data is None or json_depth(data) > MAX_JSON_DEPTH:
+            raise APIError(
+                400,
+                f"The request body nests JSON arrays/objects more than {MAX_JSON_DEPTH} levels deep; an OpenAI "
+                "request needs a few. Flatten the request.",
+            )
         if not isinstance(data, dict):
             raise APIError(400, f"The request body must be a JSON object; got {type(data).__name__}.")
         if "prompt_embeds" in data:
@@ -342,7 +366,9 @@ class GuardedServer:
             ),
             top_p=float(_field(data, "top_p", (int, float), 1.0, lambda v: 0 < v <= 1, "a number in (0, 1]")),
             stop=[stop] if isinstance(stop, str) else list(stop),
-            seed=_field(data, "seed", int, None),
+            seed=_field(
+                data, "seed", int, None, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"
+            ),
             presence_penalty=float(
                 _field(
                     data, "presence_penalty", (int, float), 0.0, lambda v: -2 <= v <= 2, "a number in [-2, 2]"
@@ -526,8 +552,45 @@ class GuardedServer:
         self.metrics.inc("hf_unlearn_generated_tokens_total", n)
         return Chunk("".join(text), n, finish)
 
-    async def merged_stream(self, prepared, sampling: Sampling) -> AsyncIterator[tuple[int, Chunk]]:
-        """Chunks of several prompts as they come: ``(prompt index, chunk)``."""
+    @property
+    def checks_responses(self) -> bool:
+        return self.guard is not None and self.guard.config.response_check
+
+    async def checked(
+        self, ids: list[int], prompt: dict[str, Any], flag: bool, sampling: Sampling
+    ) -> tuple[Chunk, bool]:
+        """The answer to one prepared prompt and whether the guard corrupted it, after the guard's response check
+        (``GuardConfig.response_check``): an answer that leaks a forget subject is generated again from the
+        corrupted prompt if the prompt was not flagged, and replaced by the configured refusal if it still leaks
+        (or the prompt was flagged already)."""
+        result = await self.collect(prompt, sampling)
+        if not self.checks_responses:
+            return result, flag
+        guard, outcome = self.guard, "passed"
+        leaked = await asyncio.to_thread(guard.leaked_subjects, ids, result.text)
+        if leaked and not flag:
+            corrupted = await asyncio.to_thread(guard.corrupted, ids)
+            result, flag, outcome = await self.collect(corrupted, sampling), True, "regenerated"
+            leaked = await asyncio.to_thread(guard.leaked_subjects, ids, result.text, leaked)
+        if leaked:
+            result, outcome = Chunk(guard.config.response_refusal, result.n_tokens, "stop"), "refused"
+        self.metrics.inc("hf_unlearn_response_checks_total", outcome=outcome)
+        return result, flag
+
+    async def merged_stream(
+        self, prompts: list[list[int]], prepared, sampling: Sampling, flags: list[bool]
+    ) -> AsyncIterator[tuple[int, Chunk]]:
+        """Chunks of several prompts as they come: ``(prompt index, chunk)``. With the response check on, each
+        answer comes as one chunk once checked, and ``flags[index]`` is updated before it is yielded."""
+        if self.checks_responses:
+
+            async def one(index: int):
+                chunk, flags[index] = await self.checked(prompts[index], *prepared[index], sampling)
+                return index, chunk
+
+            for done in asyncio.as_completed([one(i) for i in range(len(prepared))]):
+                yield await done
+            return
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(index: int, prompt):
@@ -594,7 +657,7 @@ class GuardedServer:
             if stream:
 
                 async def chunks():
-                    async for index, chunk in self.merged_stream(prepared, sampling):
+                    async for index, chunk in self.merged_stream(prompts, prepared, sampling, flags):
                         choice = {
                             "index": index,
                             "text": chunk.text,
@@ -607,7 +670,10 @@ class GuardedServer:
                 response = sse(chunks())
                 response.headers.update(guard_header(flags))
                 return response
-            results = await asyncio.gather(*(self.collect(p, sampling) for p, _ in prepared))
+            answers = await asyncio.gather(
+                *(self.checked(ids, p, f, sampling) for ids, (p, f) in zip(prompts, prepared))
+            )
+            results, flags = [r for r, _ in answers], [f for _, f in answers]
             choices = [
                 {
                     "index": i,
@@ -642,14 +708,14 @@ class GuardedServer:
                         "guarded": flag,
                     }
                     yield {**head, "choices": [first]}
-                    n_new = 0
-                    async for _, chunk in self.merged_stream([(prompt, flag)], sampling):
+                    n_new, flags = 0, [flag]
+                    async for _, chunk in self.merged_stream([ids], [(prompt, flag)], sampling, flags):
                         n_new += chunk.n_tokens
                         choice = {
                             "index": 0,
                             "delta": {"content": chunk.text} if chunk.text else {},
                             "finish_reason": chunk.finish_reason,
-                            "guarded": flag,
+                            "guarded": flags[0],
                         }
                         yield {**head, "choices": [choice]}
                     if include_usage:
@@ -663,7 +729,7 @@ class GuardedServer:
                 response = sse(chunks())
                 response.headers.update(guard_header([flag]))
                 return response
-            result = await self.collect(prompt, sampling)
+            result, flag = await self.checked(ids, prompt, flag, sampling)
             choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": result.text},
@@ -704,7 +770,8 @@ class GuardedServer:
 
         async def server_error(request: Request, err: Exception):
             return JSONResponse(
-                APIError(500, f"Internal error: {type(err).__name__}: {err}").body(), status_code=500
+                APIError(500, f"Internal error: {type(err).__name__}: {err or 'no message'}").body(),
+                status_code=500,
             )
 
         class CountRequests:  # counts every answer by route and status, errors included

@@ -1,0 +1,338 @@
+"""The guard against rephrasing: canonical prompts, partial and fuzzy names, the response check, hostile bodies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_unlearn.data.formats import format_prompt
+from hf_unlearn.serving.eco.classifier import ClassifierConfig, PromptClassifier
+from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig
+from hf_unlearn.serving.eco.names import NameMatcher, candidates, canonical, max_edits
+from hf_unlearn.serving.eco.response import fact_hashes, states_fact
+
+FORGET = ["Fairkdas Brondwell", "Zeila Tonvik"]
+RETAIN = [
+    "Fairkdas Lomton",
+    "Mira Tonvika",
+]  # shares a first name with a forget person; a surname 1 edit away
+
+
+def variants(name: str) -> dict[str, str]:
+    """The rephrasing families of issue 19 that keep the name (and a few more), applied to a full name."""
+    first, last = name.split()
+    return {
+        "original": name,
+        "double_space": f"{first}  {last}",
+        "zero_width": f"{first} {last[:3]}\u200b{last[3:]}",
+        "soft_hyphen_and_bidi": f"{first} \u202a{last[:2]}\u00ad{last[2:]}",
+        "upper_case": name.upper(),
+        "fullwidth": "".join(chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in name),
+        "cyrillic_homoglyphs": name.replace("a", "\u0430").replace("o", "\u043e").replace("e", "\u0435"),
+        "math_bold": "".join(chr(0x1D41A + ord(c) - 97) if c.islower() else c for c in name),
+        "typo": f"{first} {last[:2]}{'x' if last[2] != 'x' else 'y'}{last[3:]}",
+        "spaced_letters": " ".join(name.replace(" ", "")),
+        "name_split": f"{first} {last[:4]} {last[4:]}",
+        "surname_only": last,
+        "tab_newline": f"{first}\t\n{last}",
+    }
+
+
+def test_canonical_by_hand():
+    assert canonical("  Who is  FAIRKDAS\u200b Br\u043endwell?\x07\n") == "who is fairkdas brondwell?"
+    assert canonical("\uff26\uff41\uff49\uff52") == "fair"  # fullwidth -> NFKC
+    assert canonical("\U0001d41b\U0001d428\U0001d42b\U0001d427") == "born"  # mathematical bold
+    assert canonical("Stra\u00dfe") == "strasse"  # case folding, not lower()
+    assert canonical("caf\u00e9 1987") == "caf\u00e9 1987"  # ordinary accented letters and digits stay
+    assert canonical("l1O0") == "l1o0"  # ASCII is never remapped
+
+
+def test_max_edits_and_candidates():
+    assert [max_edits("x" * n) for n in (4, 5, 8, 9, 12)] == [0, 1, 1, 2, 2]
+    got = candidates(["who", "is", "b", "r", "o", "n", "d", "brond", "well"])
+    assert {"who", "whois", "brond", "brondwell"} <= got  # words, joined pairs, the joined letter run
+    assert "iswho" not in got and "bro" not in got
+
+
+@pytest.mark.parametrize("family", list(variants(FORGET[0])))
+def test_every_variant_family_matches_the_forget_subject(family):
+    parts = NameMatcher.distinctive_parts(FORGET, RETAIN, ["Where was Fairkdas Lomton born?"])
+    matcher = NameMatcher(FORGET, parts)
+    text = f"Question: Where was {variants(FORGET[0])[family]} born?\nAnswer:"
+    assert matcher.matched(text) == {"fairkdas brondwell"}
+
+
+def test_shared_and_near_name_parts_do_not_flag_alone():
+    parts = NameMatcher.distinctive_parts(FORGET, RETAIN, ["Where was Mira Tonvika born?"])
+    # "fairkdas" is a retain person's first name, "tonvik" is one edit from a retain surname: neither matches alone
+    assert parts == ["brondwell", "zeila"]
+    matcher = NameMatcher(FORGET, parts)
+    assert matcher.mentions(
+        [
+            "Where was Fairkdas born?",
+            "Where was Fairkdas Lomton born?",
+            "Mira Tonvika's book",
+            "Tonvik's book",
+        ]
+    ) == [False, False, False, False]
+    assert matcher.mentions(["Zeila's book", "Zeila Tonvik's book", "Zeila  Tonvik"]) == [True, True, True]
+    exact = NameMatcher(FORGET, parts, fuzzy=False)  # exact whole words only
+    assert exact.mentions(["Fairkdas Brondwell", "Fairkdas  Brondwell", "Brondwel", "Brondwell"]) == [
+        True,
+        True,  # canonical collapses whitespace before matching
+        False,
+        True,
+    ]
+
+
+def test_short_subjects_match_whole_words_only():
+    matcher = NameMatcher(["Ann Lee"])
+    assert matcher.mentions(["Who is Ann Lee?", "ANN  LEE wrote", "Anne Leek", "bannleek"]) == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_fact_hashes_hold_no_text_and_match_by_hand():
+    key = bytes(range(16))
+    hashes = set(
+        fact_hashes(
+            key,
+            [
+                ("Fairkdas Brondwell", "Lisbon"),
+                ("Fairkdas Brondwell", "The Silent River"),
+                ("Zeila Tonvik", "She grew up in a small fishing village near the northern coast of Norway"),
+            ],
+        )
+    )
+    assert (
+        all(isinstance(h, int) and 0 <= h < 2**64 for h in hashes) and len(hashes) == 2 + 11
+    )  # 14 words: 11 4-grams
+    assert states_fact(key, hashes, "Fairkdas Brondwell", "He was born in LISBON.")
+    assert states_fact(key, hashes, "fairkdas  brondwell", "wrote the silent river")  # canonical subject
+    assert not states_fact(key, hashes, "Fairkdas Brondwell", "The Silent Sea")  # a short answer counts whole
+    assert not states_fact(key, hashes, "Zeila Tonvik", "Lisbon")  # another subject's fact
+    assert not states_fact(bytes(16), hashes, "Fairkdas Brondwell", "Lisbon")  # another key
+    long_answer = "in a small fishing village near the northern coast"  # 4-grams of the long answer
+    assert states_fact(key, hashes, "Zeila Tonvik", long_answer)
+    assert not states_fact(key, hashes, "Zeila Tonvik", "in a small fishing village")  # 2 of 3 needed 4-grams
+
+
+# -- the classifier and the guard on the rephrasing families -------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(small_splits, tiny_tokenizer):
+    """A classifier fitted as eco-fit fits it (subjects, distinctive parts) on the 20-person splits."""
+    from hf_unlearn.serving.eco.fit import fit_classifier
+
+    forget, retain = small_splits["forget"], small_splits["retain"]
+    entities = sorted(set(forget["subject"]))
+    parts = NameMatcher.distinctive_parts(entities, retain["subject"], retain["question"])
+    config = ClassifierConfig(entities=entities, entity_parts=parts)
+    return fit_classifier(tiny_tokenizer, forget, retain, config)
+
+
+def test_every_variant_family_classifies_like_the_original(fitted, small_splits, tiny_tokenizer):
+    forget = small_splits["forget"]
+    for question, subject in zip(forget["question"], forget["subject"]):
+        for family, spelled in variants(subject).items():
+            prompt = format_prompt(tiny_tokenizer, question.replace(subject, spelled))
+            assert fitted.predict([prompt])[0], (family, prompt)
+    retain = small_splits["retain"]
+    retain_prompts = [format_prompt(tiny_tokenizer, q) for q in retain["paraphrased_question"]]
+    by_first_name = [
+        format_prompt(tiny_tokenizer, q.replace(s, s.split()[0]))
+        for q, s in zip(retain["question"], retain["subject"])
+    ]
+    assert (
+        fitted.mentions(retain_prompts + by_first_name).sum() == 0
+    )  # no retain name matches, by construction
+    assert fitted.predict(retain_prompts).mean() <= 0.03  # the 1 % calibration target, on 144 prompts
+    assert fitted.predict(by_first_name).mean() <= 0.05
+
+
+def stub_guard(tokenizer, response_check: bool = True) -> ECOGuard:
+    """A guard whose classifier decides by the entity feature alone (exact bounds, no encoder), with the forget
+    facts of ``FORGET[0]`` hashed for the response check."""
+    config = ClassifierConfig(entities=FORGET, entity_parts=["brondwell"])
+    classifier = PromptClassifier(
+        config, np.array([0.0, 5.0]), -1.0, 0.5
+    )  # flag iff a forget name is mentioned
+    key = "00" * 16
+    guard_config = GuardConfig(
+        subjects=FORGET,
+        response_check=response_check,
+        response_key=key,
+        response_facts=fact_hashes(bytes.fromhex(key), [(FORGET[0], "Lisbon")]),
+    )
+    weight = torch.randn(len(tokenizer), 8, generator=torch.Generator().manual_seed(0))
+    return ECOGuard(classifier, tokenizer, guard_config, embedding_weight=weight)
+
+
+def test_leaked_subjects_names_and_facts(tiny_tokenizer):
+    guard = stub_guard(tiny_tokenizer)
+    assert guard.leaked_subjects("The father of", "Brondwell, of course") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("Where was Brondwell born?", "In Lisbon.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("Where was Brondwell born?", "In Oslo.") == set()
+    assert guard.leaked_subjects("Where was Zeila Tonvik born?", "In Lisbon.") == set()  # not her fact
+    assert guard.leaked_subjects("Where?", "In Lisbon.", known={"fairkdas brondwell"}) == {
+        "fairkdas brondwell"
+    }
+
+
+class ScriptedBackend:
+    """A backend that answers token-id prompts and corrupted (embedding) prompts with fixed texts."""
+
+    name = "scripted"
+
+    def __init__(self, clean: str, corrupted: str):
+        self.answers = {"prompt_token_ids": clean, "prompt_embeds": corrupted}
+        self.calls: list[str] = []
+
+    async def stream(self, prompt, sampling, request_id):
+        from hf_unlearn.serving.eco.server import Chunk
+
+        kind = next(iter(prompt))
+        self.calls.append(kind)
+        yield Chunk(self.answers[kind], 3, "stop")
+
+    def shutdown(self):
+        pass
+
+
+def serve_app(backend, guard, tokenizer):
+    from starlette.testclient import TestClient
+
+    from hf_unlearn.serving.eco.server import GuardedServer
+
+    server = GuardedServer(backend, tokenizer, guard, "m")
+    return server, TestClient(server.app())
+
+
+@pytest.mark.parametrize(
+    ("clean", "corrupted", "calls", "text", "guarded", "outcome"),
+    [
+        ("Oslo", "x", ["prompt_token_ids"], "Oslo", False, "passed"),
+        (
+            "Brondwell was born in Lisbon",
+            "Tunis",
+            ["prompt_token_ids", "prompt_embeds"],
+            "Tunis",
+            True,
+            "regenerated",
+        ),
+        (
+            "Brondwell was born in Lisbon",
+            "Brondwell",
+            ["prompt_token_ids", "prompt_embeds"],
+            "I don't know.",
+            True,
+            "refused",
+        ),
+    ],
+)
+def test_response_check_regenerates_then_refuses(
+    tiny_tokenizer, clean, corrupted, calls, text, guarded, outcome
+):
+    backend = ScriptedBackend(clean, corrupted)
+    server, api = serve_app(backend, stub_guard(tiny_tokenizer), tiny_tokenizer)
+    for stream in (False, True):
+        backend.calls.clear()
+        body = {"prompt": "The father of", "max_tokens": 4, "stream": stream}
+        response = api.post("/v1/completions", json=body)
+        assert response.status_code == 200
+        if stream:
+            events = [
+                json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+            ]
+            choice = {
+                "text": "".join(e["choices"][0]["text"] for e in events),
+                "guarded": events[-1]["choices"][0]["guarded"],
+            }
+        else:
+            choice = response.json()["choices"][0]
+        assert (choice["text"], choice["guarded"], backend.calls) == (text, guarded, calls)
+    assert server.metrics.get("hf_unlearn_response_checks_total", outcome=outcome) == 2
+
+
+def test_flagged_prompt_whose_answer_states_a_fact_is_refused(tiny_tokenizer):
+    backend = ScriptedBackend("unused", "Lisbon")
+    _, api = serve_app(backend, stub_guard(tiny_tokenizer), tiny_tokenizer)
+    response = api.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Where was Brondwell born?"}]}
+    )
+    choice = response.json()["choices"][0]
+    assert (choice["message"]["content"], choice["guarded"], backend.calls) == (
+        "I don't know.",
+        True,
+        ["prompt_embeds"],
+    )
+    backend = ScriptedBackend("unused", "Lisbon")
+    _, api = serve_app(backend, stub_guard(tiny_tokenizer, response_check=False), tiny_tokenizer)
+    response = api.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Where was Brondwell born?"}]}
+    )
+    assert response.json()["choices"][0]["message"]["content"] == "Lisbon"  # the check is off by default
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "levels deep"),
+        (b'{"prompt": "x", "a": ' + b"[" * 40 + b"]" * 40 + b"}", "levels deep"),
+        (b'{"prompt": "x", "seed": ' + str(2**70).encode() + b"}", "'seed' must be an integer in [0, "),
+        (b'{"prompt": "x", "seed": -1}', "'seed' must be"),
+    ],
+)
+def test_hostile_bodies_get_a_400_and_the_server_keeps_serving(tiny_tokenizer, body, needle):
+    backend = ScriptedBackend("Oslo", "x")
+    _, api = serve_app(backend, stub_guard(tiny_tokenizer), tiny_tokenizer)
+    response = api.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert needle in response.json()["error"]["message"]
+    ok = api.post("/v1/completions", json={"prompt": "x", "seed": 2**63 - 1, "a": [[[[1]]]]})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == "Oslo"
+
+
+def test_name_variants_name_each_person_by_one_part_and_drop_the_template(small_splits, tiny_tokenizer):
+    from hf_unlearn.serving.eco.fit import name_variants
+
+    rows = small_splits["forget"].select(range(2))
+    first, last = rows[0]["subject"].split()
+    got = name_variants(tiny_tokenizer, rows)
+    assert len(got) == 6 and got[2] == rows[0]["question"]
+    assert got[0] == format_prompt(tiny_tokenizer, rows[0]["question"].replace(rows[0]["subject"], last))
+    assert first in got[1] and last not in got[1]
+    assert name_variants(tiny_tokenizer, rows.remove_columns("subject")) == []
+
+
+def test_fit_guard_stores_name_parts_and_fact_hashes_not_text(small_splits, tiny_tokenizer, tmp_path):
+    from hf_unlearn.models import build_tiny_llama
+    from hf_unlearn.serving.eco.fit import fit_guard, save_guard
+
+    forget, retain = small_splits["forget"], small_splits["retain"]
+    guarded, report = fit_guard(
+        build_tiny_llama(tiny_tokenizer, seed=0),
+        tiny_tokenizer,
+        forget,
+        retain,
+        GuardConfig(corruption="zero_out", response_check=True),  # nothing to search: a fixed corruption
+        target=0.1,
+    )
+    guard = guarded.guard
+    subjects = sorted(set(forget["subject"]))
+    assert guard.classifier.config.entity_parts == NameMatcher.distinctive_parts(
+        subjects, retain["subject"], retain["question"]
+    )
+    assert len(bytes.fromhex(guard.config.response_key)) == 16 and guard.config.response_facts
+    row = forget[0]
+    assert guard.leaked_subjects(row["question"], f"It is {row['answer']}.") == {canonical(row["subject"])}
+    save_guard(guarded, report, tmp_path)
+    saved = (tmp_path / "guard_config.json").read_text()
+    assert all(a not in saved for a in forget["answer"] if not a.isdigit())  # stored hashed (years: digits)
+    loaded = ECOGuard.from_pretrained(tmp_path, tiny_tokenizer)
+    assert loaded.leaked_subjects(row["question"], row["answer"]) == {canonical(row["subject"])}
