@@ -22,7 +22,13 @@ from hf_unlearn.cli import dataclass_parser
 from hf_unlearn.data.loading import check_disjoint, load_rows
 from hf_unlearn.io import read_json
 from hf_unlearn.train import TrainConfig
-from hf_unlearn.train_cli import TrainScriptArguments, build_model_and_tokenizer, load_training_data
+from hf_unlearn.train_cli import (
+    TrainScriptArguments,
+    build_model_and_tokenizer,
+    check_training_run,
+    load_training_data,
+    written_run,
+)
 
 
 def dp_train_main(argv: list[str] | None = None) -> int:
@@ -33,11 +39,14 @@ def dp_train_main(argv: list[str] | None = None) -> int:
     parser = dataclass_parser((TrainScriptArguments, DP2Config), prog="hf-unlearn dp-train")
     script, args = parser.parse_args_and_config(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    qa_sets, text_sets, corpus = load_training_data(script, "hf-unlearn dp-train")
+    output_dir = check_training_run(script, args)
+    qa_sets, text_sets, corpus = load_training_data(script, args.max_length, "hf-unlearn dp-train")
     model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
-    record = train_dp_base(model, tokenizer, args, qa_sets, text_sets)
+    with written_run(output_dir, args) as tmp:
+        args.output_dir = str(tmp)
+        record = train_dp_base(model, tokenizer, args, qa_sets, text_sets)
     print(
-        f"Saved the DP model to {args.output_dir}: epsilon {record['epsilon']:.3g} at delta {record['delta']:.2g}, "
+        f"Saved the DP model to {output_dir}: epsilon {record['epsilon']:.3g} at delta {record['delta']:.2g}, "
         f"{record['privacy_unit']}-level, N={record['n_units']}, noise multiplier "
         f"{record['noise_multiplier']:.3g}, sample rate {record['sample_rate']:.3g}, {record['steps']} steps."
     )

@@ -21,10 +21,11 @@ import math
 import re
 import shutil
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.io import read_json, write_json_atomic, written_atomically
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "unlearned_model.md"
 CARD_FILE = "README.md"
@@ -558,6 +559,38 @@ def scan_for_forget_text(folder: str | Path, forget_sets: Iterable) -> dict[str,
     return hits
 
 
+# what a folder passed as --eval / --guard must hold, and model files it must not (a model is not a guard)
+_RELEASE_PARTS = {
+    "eval": ("results.json", "hf-unlearn eval --out DIR"),
+    "guard": ("guard_config.json", "hf-unlearn eco-fit --out DIR"),
+}
+_MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def require_empty_staging(staging_dir: Path) -> None:
+    if staging_dir.exists() and any(staging_dir.iterdir()):
+        raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
+
+
+def check_release_part(sub: str, src: Path) -> None:
+    """Refuse an ``--eval`` / ``--guard`` folder that is missing, lacks its main file, or holds a model.
+
+    Raises:
+        ValueError: naming the folder, what it lacks or holds, and the command that writes the right one.
+    """
+    required, writer = _RELEASE_PARTS[sub]
+    if not src.is_dir():
+        raise ValueError(f"--{sub} {str(src)!r} is not a directory; pass the folder `{writer}` wrote.")
+    model_files = [name for name in _MODEL_FILES if (src / name).exists()]
+    if model_files:
+        raise ValueError(
+            f"--{sub} {str(src)!r} holds a model ({', '.join(model_files)}), not a {sub} folder; pass the folder "
+            f"`{writer}` wrote."
+        )
+    if not (src / required).exists():
+        raise ValueError(f"--{sub} {str(src)!r} has no {required}; pass the folder `{writer}` wrote.")
+
+
 def stage_release(
     model_dir: str | Path,
     staging_dir: str | Path,
@@ -582,8 +615,7 @@ def stage_release(
             f"{str(model_dir)!r} holds neither config.json nor adapter_config.json; pass the directory a "
             "trainer saved (save_model / save_pretrained)."
         )
-    if staging_dir.exists() and any(staging_dir.iterdir()):
-        raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
+    require_empty_staging(staging_dir)
     shutil.copytree(model_dir, staging_dir, ignore=shutil.ignore_patterns(*_NOT_RELEASED), dirs_exist_ok=True)
     if tokenizer_dir is not None and not (staging_dir / "tokenizer_config.json").exists():
         for name in TOKENIZER_FILES:
@@ -591,8 +623,7 @@ def stage_release(
                 shutil.copy2(Path(tokenizer_dir) / name, staging_dir / name)
     for sub, src in (("eval", eval_dir), ("guard", guard_dir)):
         if src is not None:
-            if not Path(src).is_dir():
-                raise ValueError(f"--{sub} {str(src)!r} is not a directory.")
+            check_release_part(sub, Path(src))
             shutil.copytree(src, staging_dir / sub, ignore=shutil.ignore_patterns("*.tmp"))
     eval_results = None
     if eval_dir is not None and (Path(eval_dir) / "results.json").exists():
@@ -642,36 +673,40 @@ def push(
         staging_dir = model_dir.parent / f"{model_dir.name}-hub-staging"
     tmp = None if staging_dir is not None else tempfile.TemporaryDirectory(prefix="hf-unlearn-push-")
     staging = Path(staging_dir) if staging_dir is not None else Path(tmp.name)
+    if tmp is None:
+        require_empty_staging(staging)
+    # a kept staging folder is written beside and renamed into place: a refused or failed push leaves none
     try:
-        files = stage_release(
-            model_dir,
-            staging,
-            repo_id=repo_id,
-            guard_dir=guard_dir,
-            eval_dir=eval_dir,
-            tokenizer_dir=tokenizer_dir,
-        )
-        leaks = scan_for_forget_text(staging, [load_rows(path) for path in forget_data])
-        if leaks:
-            raise ValueError(
-                f"Forget-set text found in the files to upload: {sorted(leaks)}; nothing was uploaded. Remove "
-                "per-example outputs from the eval/guard folders (keep summary metrics) and push again."
-            )
-        url = None
-        if not dry_run:
-            if api is None:
-                from huggingface_hub import HfApi
-
-                api = HfApi()
-            api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-            commit = api.upload_folder(
+        with written_atomically(staging) if tmp is None else nullcontext(staging) as target:
+            files = stage_release(
+                model_dir,
+                target,
                 repo_id=repo_id,
-                repo_type="model",
-                folder_path=str(staging),
-                commit_message=commit_message
-                or f"Upload unlearned model ({len(files)} files) with hf-unlearn",
+                guard_dir=guard_dir,
+                eval_dir=eval_dir,
+                tokenizer_dir=tokenizer_dir,
             )
-            url = str(getattr(commit, "commit_url", commit))
+            leaks = scan_for_forget_text(target, [load_rows(path) for path in forget_data])
+            if leaks:
+                raise ValueError(
+                    f"Forget-set text found in the files to upload: {sorted(leaks)}; nothing was uploaded. Remove "
+                    "per-example outputs from the eval/guard folders (keep summary metrics) and push again."
+                )
+            url = None
+            if not dry_run:
+                if api is None:
+                    from huggingface_hub import HfApi
+
+                    api = HfApi()
+                api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+                commit = api.upload_folder(
+                    repo_id=repo_id,
+                    repo_type="model",
+                    folder_path=str(target),
+                    commit_message=commit_message
+                    or f"Upload unlearned model ({len(files)} files) with hf-unlearn",
+                )
+                url = str(getattr(commit, "commit_url", commit))
     finally:
         if tmp is not None:
             tmp.cleanup()
