@@ -16,12 +16,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from datasets import concatenate_datasets
-
 from hf_unlearn.cli import dataclass_parser
-from hf_unlearn.data.loading import check_disjoint, load_rows
-from hf_unlearn.io import read_json
-from hf_unlearn.train import TrainConfig
+from hf_unlearn.io import check_output_dir, read_json
 from hf_unlearn.train_cli import (
     TrainScriptArguments,
     build_model_and_tokenizer,
@@ -29,15 +25,17 @@ from hf_unlearn.train_cli import (
     load_training_data,
     written_run,
 )
+from hf_unlearn.train_config import TrainConfig
 
 
 def dp_train_main(argv: list[str] | None = None) -> int:
     """``hf-unlearn dp-train``: the DP stage; saves the model with ``dp_privacy.json``."""
     from hf_unlearn.trainer.dp2_config import DP2Config
-    from hf_unlearn.trainer.dp2_trainer import train_dp_base
 
     parser = dataclass_parser((TrainScriptArguments, DP2Config), prog="hf-unlearn dp-train")
     script, args = parser.parse_args_and_config(args=argv)
+    from hf_unlearn.trainer.dp2_trainer import train_dp_base  # opacus and the Trainer, not for --help
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     output_dir = check_training_run(script, args)
     qa_sets, text_sets, corpus = load_training_data(script, args.max_length, "hf-unlearn dp-train")
@@ -83,6 +81,10 @@ class DP2UnlearnArguments:
         default="subject",
         metadata={"help": "Column naming each row's subject (for the request fingerprint)."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an output_dir that already holds a result (the whole folder)."},
+    )
     dataset_config: str | None = field(
         default=None, metadata={"help": "Config name for Hub dataset sources."}
     )
@@ -91,6 +93,10 @@ class DP2UnlearnArguments:
 
 def unlearn_main(argv: list[str] | None = None) -> int:
     """``hf-unlearn unlearn dp2``: the deletion stage; saves the model with ``dp2_deletion.json``."""
+    from datasets import concatenate_datasets
+
+    from hf_unlearn.data.loading import check_disjoint, load_rows
+    from hf_unlearn.trainer.base_config import check_max_steps
     from hf_unlearn.trainer.dp2_trainer import DELETION_FILE, request_fingerprint, unlearn_from_dp_base
 
     parser = dataclass_parser((DP2UnlearnArguments, TrainConfig), prog="hf-unlearn unlearn dp2")
@@ -108,6 +114,8 @@ def unlearn_main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             "hf-unlearn unlearn dp2: pass the data to keep with --retain_files/--retain_text_files."
         )
+    check_max_steps(args.max_steps)
+    output_dir = str(check_output_dir(args.output_dir, script.overwrite))
     load = lambda sources: [load_rows(s, script.dataset_config, script.dataset_split) for s in sources]  # noqa: E731
     forget_sets = load(script.forget_files) + load(script.forget_text_files)
     retain_qa, retain_text = load(script.retain_files), load(script.retain_text_files)
@@ -117,7 +125,10 @@ def unlearn_main(argv: list[str] | None = None) -> int:
     forget = concatenate_datasets(forget_sets)
     requests = read_json(script.previous_deletion)["requests"] if script.previous_deletion else []
     requests.append(request_fingerprint(forget, script.subject_column))
-    _, record = unlearn_from_dp_base(script.dp_model, args, retain_qa, retain_text, requests)
+    with written_run(output_dir, args) as tmp:
+        args.output_dir = str(tmp)
+        _, record = unlearn_from_dp_base(script.dp_model, args, retain_qa, retain_text, requests)
+    args.output_dir = output_dir
     training = record["training"]
     print(
         f"Saved the unlearned model to {args.output_dir} ({DELETION_FILE}: {len(requests)} request(s) answered) "

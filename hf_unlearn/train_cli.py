@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from hf_unlearn.cli import dataclass_parser
 from hf_unlearn.io import check_model_source, check_output_dir, written_atomically
-from hf_unlearn.train import TrainConfig
+from hf_unlearn.train_config import TrainConfig
 
 
 @dataclass
@@ -145,10 +145,10 @@ def written_run(output_dir: str, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hf_unlearn.train import train_lm
-
     parser = dataclass_parser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
     script, args = parser.parse_args_and_config(args=argv)
+    from hf_unlearn.train import train_lm  # the Trainer stack, once the options parsed (not for --help)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     output_dir = check_training_run(script, args)
     qa_sets, text_sets, corpus = load_training_data(script, args.max_length)

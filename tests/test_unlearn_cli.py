@@ -111,6 +111,36 @@ def test_overwrite_replaces_the_whole_output_dir(memorised_model_dir, split_file
     assert not (tmp_path / "npo.tmp").exists() and not (tmp_path / "npo.old").exists()
 
 
+def test_interrupted_save_leaves_the_previous_result(memorised_model_dir, split_files, tmp_path, monkeypatch):
+    from hf_unlearn.trainer.base_trainer import UnlearningTrainer
+
+    out = tmp_path / "npo"
+    out.mkdir()
+    (out / "config.json").write_text('{"previous": true}')
+
+    def save_then_interrupt(self, output_dir=None):
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half")  # SIGINT midway through the save
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnlearningTrainer, "save_unlearned", save_then_interrupt)
+    argv = ["unlearn", "npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    argv += [
+        "--retain",
+        str(split_files["retain"]),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--overwrite",
+    ]
+    argv += ["--per_device_train_batch_size", "4", "--use_cpu", "--disable_tqdm", "true"]
+    with pytest.raises(KeyboardInterrupt):
+        cli_main(argv)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert (out / "config.json").read_text() == '{"previous": true}'
+    assert not (tmp_path / "npo.tmp").exists()
+
+
 def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split_files, tmp_path):
     from transformers import AutoModelForCausalLM
 
