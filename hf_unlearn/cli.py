@@ -3,12 +3,29 @@
 The registry is a plain dict of ``name -> ("module:function", summary)``; a command's module is imported only
 when it runs, so ``hf-unlearn --help`` stays fast and optional extras are never imported by accident.
 Every command takes ``--help``; dataclass-backed commands also take ``--config file.yaml``.
+
+Errors: a *user error* prints one line (what, why, how to fix) and exits 2, without a traceback; ``--debug``
+(anywhere on the command line) shows it. User errors are :class:`CLIError` and the exceptions input validation
+raises throughout the package: ``ValueError`` (the project's convention for a bad option, file or dataset, see
+DESIGN.md), ``FileNotFoundError``, ``PermissionError`` and ``SystemExit`` with a message. Anything else
+(``TypeError``, ``RuntimeError``, ...) is an internal error and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)
+
+
+class CLIError(ValueError):
+    """A user error that ends a command with ``exit_code`` (2 by default) and its message, without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
@@ -76,6 +93,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    console = argv is None  # a fresh interpreter that exits after this command
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -87,8 +105,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(usage(), file=sys.stderr)
         return 2
+    debug = "--debug" in rest
+    rest = [a for a in rest if a != "--debug"]
+    if console and ("-h" in rest or "--help" in rest):
+        # The options come from the dataclasses; transformers would import peft (and its auto models) for them,
+        # ~10 s of CPU that printing them does not need. Only in a console run: the process ends after the help.
+        sys.modules.setdefault("peft", None)
     module, function = COMMANDS[name][0].split(":")
-    return getattr(importlib.import_module(module), function)(rest) or 0
+    try:
+        return getattr(importlib.import_module(module), function)(rest) or 0
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        return _user_error(name, str(err), getattr(err, "exit_code", 2))
+    except SystemExit as done:
+        if debug or not isinstance(done.code, str):
+            raise
+        return _user_error(name, done.code, 2)
+
+
+def _user_error(name: str, message: str, exit_code: int) -> int:
+    message = message.removeprefix(f"hf-unlearn {name}: ")
+    print(f"hf-unlearn {name}: error: {message}\n(run again with --debug for the traceback)", file=sys.stderr)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -16,28 +16,35 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from datasets import concatenate_datasets
-
 from hf_unlearn.cli import dataclass_parser
-from hf_unlearn.data.loading import check_disjoint, load_rows
-from hf_unlearn.io import read_json
-from hf_unlearn.train import TrainConfig
-from hf_unlearn.train_cli import TrainScriptArguments, build_model_and_tokenizer, load_training_data
+from hf_unlearn.io import check_output_dir, read_json
+from hf_unlearn.train_cli import (
+    TrainScriptArguments,
+    build_model_and_tokenizer,
+    check_training_run,
+    load_training_data,
+    written_run,
+)
+from hf_unlearn.train_config import TrainConfig
 
 
 def dp_train_main(argv: list[str] | None = None) -> int:
     """``hf-unlearn dp-train``: the DP stage; saves the model with ``dp_privacy.json``."""
     from hf_unlearn.trainer.dp2_config import DP2Config
-    from hf_unlearn.trainer.dp2_trainer import train_dp_base
 
     parser = dataclass_parser((TrainScriptArguments, DP2Config), prog="hf-unlearn dp-train")
     script, args = parser.parse_args_and_config(args=argv)
+    from hf_unlearn.trainer.dp2_trainer import train_dp_base  # opacus and the Trainer, not for --help
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    qa_sets, text_sets, corpus = load_training_data(script, "hf-unlearn dp-train")
+    output_dir = check_training_run(script, args)
+    qa_sets, text_sets, corpus = load_training_data(script, args.max_length, "hf-unlearn dp-train")
     model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
-    record = train_dp_base(model, tokenizer, args, qa_sets, text_sets)
+    with written_run(output_dir, args) as tmp:
+        args.output_dir = str(tmp)
+        record = train_dp_base(model, tokenizer, args, qa_sets, text_sets)
     print(
-        f"Saved the DP model to {args.output_dir}: epsilon {record['epsilon']:.3g} at delta {record['delta']:.2g}, "
+        f"Saved the DP model to {output_dir}: epsilon {record['epsilon']:.3g} at delta {record['delta']:.2g}, "
         f"{record['privacy_unit']}-level, N={record['n_units']}, noise multiplier "
         f"{record['noise_multiplier']:.3g}, sample rate {record['sample_rate']:.3g}, {record['steps']} steps."
     )
@@ -74,6 +81,10 @@ class DP2UnlearnArguments:
         default="subject",
         metadata={"help": "Column naming each row's subject (for the request fingerprint)."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an output_dir that already holds a result (the whole folder)."},
+    )
     dataset_config: str | None = field(
         default=None, metadata={"help": "Config name for Hub dataset sources."}
     )
@@ -86,7 +97,11 @@ def unlearn_main(argv: list[str] | None = None) -> int:
     The request is fingerprinted with the salt of the DP model's audit folder (``DP_MODEL.audit``), so the
     fingerprints of every request answered from one DP model are comparable.
     """
+    from datasets import concatenate_datasets
+
     from hf_unlearn.audit import audit_dir_for, salt_of
+    from hf_unlearn.data.loading import check_disjoint, load_rows
+    from hf_unlearn.trainer.base_config import check_max_steps
     from hf_unlearn.trainer.dp2_trainer import DELETION_FILE, request_fingerprint, unlearn_from_dp_base
 
     parser = dataclass_parser((DP2UnlearnArguments, TrainConfig), prog="hf-unlearn unlearn dp2")
@@ -104,6 +119,8 @@ def unlearn_main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             "hf-unlearn unlearn dp2: pass the data to keep with --retain_files/--retain_text_files."
         )
+    check_max_steps(args.max_steps)
+    output_dir = str(check_output_dir(args.output_dir, script.overwrite))
     load = lambda sources: [load_rows(s, script.dataset_config, script.dataset_split) for s in sources]  # noqa: E731
     forget_sets = load(script.forget_files) + load(script.forget_text_files)
     retain_qa, retain_text = load(script.retain_files), load(script.retain_text_files)
@@ -114,14 +131,17 @@ def unlearn_main(argv: list[str] | None = None) -> int:
     requests = read_json(script.previous_deletion)["requests"] if script.previous_deletion else []
     salt = salt_of(audit_dir_for(script.dp_model))
     requests.append(request_fingerprint(forget, salt, script.subject_column))
-    _, record = unlearn_from_dp_base(
-        script.dp_model,
-        args,
-        retain_qa,
-        retain_text,
-        requests,
-        forget_dataset={f"request-{len(requests)}": forget},
-    )
+    with written_run(output_dir, args) as tmp:
+        args.output_dir = str(tmp)
+        _, record = unlearn_from_dp_base(
+            script.dp_model,
+            args,
+            retain_qa,
+            retain_text,
+            requests,
+            forget_dataset={f"request-{len(requests)}": forget},
+        )
+    args.output_dir = output_dir
     training = record["training"]
     print(
         f"Saved the unlearned model to {args.output_dir} ({DELETION_FILE}: {len(requests)} request(s) answered) "

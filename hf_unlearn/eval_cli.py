@@ -31,11 +31,11 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from hf_unlearn.data.loading import load_rows
+from hf_unlearn.data.loading import load_rows, require_columns
 from hf_unlearn.evaluation.muse import forget_size_sweep, scalability, sustainability
 from hf_unlearn.evaluation.report import format_number, markdown_report, plot_summary, plot_tradeoff
 from hf_unlearn.evaluation.suite import EvalConfig, evaluate_model
-from hf_unlearn.io import write_json_atomic
+from hf_unlearn.io import check_model_source, check_output_dir, write_json_atomic, written_atomically
 
 logger = logging.getLogger(__name__)
 SPLIT_OPTIONS = ("forget", "retain", "holdout", "real_authors", "world_facts", "forget_text", "holdout_text")
@@ -65,6 +65,9 @@ class EvalScriptArguments:
         metadata={"help": "'synthetic', a demo data directory, a directory of TOFU json files, or a Hub id."},
     )
     out: str = field(default="runs/eval", metadata={"help": "Output directory."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace an --out folder that already holds results."}
+    )
     tokenizer: str | None = field(
         default=None, metadata={"help": "Tokenizer for every model (default: each model's own)."}
     )
@@ -123,12 +126,20 @@ def load_eval_splits(script: EvalScriptArguments) -> dict:
                 f"--data {source!r} is a directory without {DEMO_LAYOUT['forget']} (demo layout) or "
                 f"{script.forget_split}.json (TOFU layout); point it at one, or pass --forget/--retain files."
             )
+    elif path.is_file():
+        raise ValueError(
+            f"--data {source!r} is one file, but evaluation needs separate forget, retain (and holdout) splits; "
+            f"pass --data synthetic, a demo or TOFU folder, or the files as --forget {source} --retain FILE ..."
+        )
     elif source:
         splits = {"forget": load_rows(source, script.forget_split)}
         splits |= {s: load_rows(source, config) for s, config in TOFU_LAYOUT.items()}
     for name in SPLIT_OPTIONS:
         if getattr(script, name):
             splits[name] = load_rows(getattr(script, name))
+    for name, ds in splits.items():
+        columns = ("text",) if name.endswith("_text") else ("question", "answer")
+        require_columns(ds, columns, f"the {name} split")
     return splits
 
 
@@ -173,18 +184,27 @@ def sweep_line(entry: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hf_unlearn.models import load_model_and_tokenizer
 
     parser = TrlParser((EvalScriptArguments, EvalConfig), prog="hf-unlearn eval")
     script, config = parser.parse_args_and_config(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     unlearn = load_function(script.unlearn_fn) if script.unlearn_fn else None  # fail before the slow part
-    splits = load_eval_splits(script)
-    out = Path(script.out)
-    out.mkdir(parents=True, exist_ok=True)
     specs = [parse_model(s) for s in script.model]
     if RETRAINED_NAME in {n for n, _ in specs}:
         raise SystemExit(f"hf-unlearn eval: the name {RETRAINED_NAME!r} is reserved for --retain_model.")
+    for option, path in [("--retain_model", script.retain_model), *(("--model", p) for _, p in specs)]:
+        check_model_source(path, option)
+    final_out = check_output_dir(script.out, script.overwrite, "--out")
+    splits = load_eval_splits(script)
+    with written_atomically(final_out) as out:
+        out.mkdir(parents=True)
+        return _evaluate(script, config, unlearn, specs, splits, out)
+
+
+def _evaluate(script, config, unlearn, specs, splits, out: Path) -> int:
+    """Score the retrained model and ``specs``, and write results.json, report.md and the plots into ``out``."""
+    from hf_unlearn.models import load_model_and_tokenizer
+
     logger.info("Evaluating the retrained model %s (the reference)", script.retain_model)
     gold, tokenizer = load_model_and_tokenizer(script.retain_model, script.tokenizer)
     gold_row, reference = evaluate_model(gold, tokenizer, splits, None, config)
@@ -223,5 +243,5 @@ def main(argv: list[str] | None = None) -> int:
     plot_tradeoff(models, out / "tradeoff.png")
     plot_summary(models, out / "summary.png")
     print(markdown_report(models, RETRAINED_NAME, notes))
-    print(f"Wrote {out / 'results.json'}, report.md, tradeoff.png, summary.png")
+    print(f"Wrote {Path(script.out) / 'results.json'}, report.md, tradeoff.png, summary.png")
     return 0

@@ -586,6 +586,38 @@ def _check_model_dir(model_dir: Path) -> None:
         )
 
 
+# what a folder passed as --eval / --guard must hold, and model files it must not (a model is not a guard)
+_RELEASE_PARTS = {
+    "eval": ("results.json", "hf-unlearn eval --out DIR"),
+    "guard": ("guard_config.json", "hf-unlearn eco-fit --out DIR"),
+}
+_MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def require_empty_staging(staging_dir: Path) -> None:
+    if staging_dir.exists() and any(staging_dir.iterdir()):
+        raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
+
+
+def check_release_part(sub: str, src: Path) -> None:
+    """Refuse an ``--eval`` / ``--guard`` folder that is missing, lacks its main file, or holds a model.
+
+    Raises:
+        ValueError: naming the folder, what it lacks or holds, and the command that writes the right one.
+    """
+    required, writer = _RELEASE_PARTS[sub]
+    if not src.is_dir():
+        raise ValueError(f"--{sub} {str(src)!r} is not a directory; pass the folder `{writer}` wrote.")
+    model_files = [name for name in _MODEL_FILES if (src / name).exists()]
+    if model_files:
+        raise ValueError(
+            f"--{sub} {str(src)!r} holds a model ({', '.join(model_files)}), not a {sub} folder; pass the folder "
+            f"`{writer}` wrote."
+        )
+    if not (src / required).exists():
+        raise ValueError(f"--{sub} {str(src)!r} has no {required}; pass the folder `{writer}` wrote.")
+
+
 def stage_release(
     model_dir: str | Path,
     staging_dir: str | Path,
@@ -604,8 +636,7 @@ def stage_release(
     """
     model_dir, staging_dir = Path(model_dir), Path(staging_dir)
     _check_model_dir(model_dir)
-    if staging_dir.exists() and any(staging_dir.iterdir()):
-        raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
+    require_empty_staging(staging_dir)
     shutil.copytree(model_dir, staging_dir, ignore=shutil.ignore_patterns(*_NOT_RELEASED), dirs_exist_ok=True)
     if tokenizer_dir is not None and not (staging_dir / "tokenizer_config.json").exists():
         for name in TOKENIZER_FILES:
@@ -613,8 +644,7 @@ def stage_release(
                 shutil.copy2(Path(tokenizer_dir) / name, staging_dir / name)
     for sub, src in (("eval", eval_dir), ("guard", guard_dir)):
         if src is not None:
-            if not Path(src).is_dir():
-                raise ValueError(f"--{sub} {str(src)!r} is not a directory.")
+            check_release_part(sub, Path(src))
             shutil.copytree(src, staging_dir / sub, ignore=shutil.ignore_patterns("*.tmp"))
     eval_results = None
     if eval_dir is not None and (Path(eval_dir) / "results.json").exists():
@@ -728,8 +758,8 @@ def push(
         audit = None
     if staging_dir is None and dry_run:
         staging_dir = model_dir.parent / f"{model_dir.name}-hub-staging"
-    if staging_dir is not None and Path(staging_dir).exists() and any(Path(staging_dir).iterdir()):
-        raise ValueError(f"Staging folder {str(staging_dir)!r} is not empty; remove it or pass another one.")
+    if staging_dir is not None:
+        require_empty_staging(Path(staging_dir))
     tmp = None if staging_dir is not None else tempfile.TemporaryDirectory(prefix="hf-unlearn-push-")
     staging = Path(staging_dir) if staging_dir is not None else Path(tmp.name) / "release"
     try:

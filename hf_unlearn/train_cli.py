@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass, field
 
 from hf_unlearn.cli import dataclass_parser
-from hf_unlearn.data.loading import load_rows, row_kind
-from hf_unlearn.train import TrainConfig, train_lm
+from hf_unlearn.io import check_model_source, check_output_dir, written_atomically
+from hf_unlearn.train_config import TrainConfig
 
 
 @dataclass
@@ -58,6 +58,13 @@ class TrainScriptArguments:
         default=2, metadata={"help": "--tiny: attention heads (head_dim >= 32 for vLLM on CPU)."}
     )
     intermediate_size: int = field(default=256, metadata={"help": "--tiny: MLP inner size."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an output_dir that already holds a result (the whole folder, once the new one is "
+            "complete). Without it such a folder is refused before any work starts."
+        },
+    )
 
 
 def build_model_and_tokenizer(script: TrainScriptArguments, corpus: list[str], seed: int):
@@ -88,12 +95,14 @@ def build_model_and_tokenizer(script: TrainScriptArguments, corpus: list[str], s
     return model, tokenizer
 
 
-def load_training_data(script: TrainScriptArguments, prog: str = "hf-unlearn train"):
+def load_training_data(script: TrainScriptArguments, max_length: int, prog: str = "hf-unlearn train"):
     """Load ``script``'s QA and text sources, check their columns, and return them with the tokenizer corpus.
 
     Raises:
         SystemExit: no data, or a source whose columns do not fit its option.
     """
+    from hf_unlearn.data.loading import load_rows, row_kind, warn_long_rows
+
     if not script.qa_files and not script.text_files:
         raise SystemExit(f"{prog}: no data given; pass --qa_files and/or --text_files.")
     qa_sets = [load_rows(s, script.dataset_config, script.dataset_split) for s in script.qa_files]
@@ -104,19 +113,50 @@ def load_training_data(script: TrainScriptArguments, prog: str = "hf-unlearn tra
     for source, ds in zip(script.text_files, text_sets):
         if "text" not in ds.column_names:
             raise SystemExit(f"{prog}: {source!r} has no 'text' column; pass QA data with --qa_files.")
+    for source, ds in zip([*script.qa_files, *script.text_files], [*qa_sets, *text_sets]):
+        warn_long_rows(ds, max_length, repr(source))
     corpus = [f"{q} {a}" for ds in qa_sets for q, a in zip(ds["question"], ds["answer"])]
     corpus += [t for ds in text_sets for t in ds["text"]]
     return qa_sets, text_sets, corpus
 
 
+def check_training_run(script: TrainScriptArguments, args) -> str:
+    """Refuse, before any data or model loads, what would fail or overwrite later: ``max_steps=0``, a
+    missing model, an output folder that cannot be used. Returns the output folder.
+
+    Raises:
+        ValueError: see :func:`~hf_unlearn.trainer.base_config.check_max_steps`,
+            :func:`~hf_unlearn.io.check_model_source` and :func:`~hf_unlearn.io.check_output_dir`.
+    """
+    from hf_unlearn.trainer.base_config import check_max_steps
+
+    check_max_steps(args.max_steps)
+    if script.model_name_or_path is not None:
+        check_model_source(script.model_name_or_path, "--model_name_or_path")
+    return str(check_output_dir(args.output_dir, script.overwrite))
+
+
+def written_run(output_dir: str, args):
+    """:func:`~hf_unlearn.io.written_atomically` for a training run: a resumed run continues in the folder
+    an interrupted one left, and a run that saves checkpoints keeps them there when it fails."""
+    return written_atomically(
+        output_dir, clear_leftover=not args.resume_from_checkpoint, keep_on_error=args.save_strategy != "no"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = dataclass_parser((TrainScriptArguments, TrainConfig), prog="hf-unlearn train")
     script, args = parser.parse_args_and_config(args=argv)
+    from hf_unlearn.train import train_lm  # the Trainer stack, once the options parsed (not for --help)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    qa_sets, text_sets, corpus = load_training_data(script)
+    output_dir = check_training_run(script, args)
+    qa_sets, text_sets, corpus = load_training_data(script, args.max_length)
     model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
-    summary = train_lm(
-        model, tokenizer, args, qa_sets, text_sets, resume_from_checkpoint=args.resume_from_checkpoint
-    )
-    print(f"Saved model and tokenizer to {args.output_dir}: {summary}")
+    with written_run(output_dir, args) as tmp:
+        args.output_dir = str(tmp)
+        summary = train_lm(
+            model, tokenizer, args, qa_sets, text_sets, resume_from_checkpoint=args.resume_from_checkpoint
+        )
+    print(f"Saved model and tokenizer to {output_dir}: {summary}")
     return 0

@@ -18,10 +18,11 @@ import importlib
 import logging
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_unlearn.io import write_json_atomic
+from hf_unlearn.io import check_model_source, check_output_dir, write_json_atomic, written_atomically
 
 logger = logging.getLogger(__name__)
 SUMMARY_FILE = "unlearning_summary.json"
@@ -68,6 +69,25 @@ class UnlearnScriptArguments:
         default=None, metadata={"help": "Config of Hub dataset sources (e.g. forget10 / retain90 for TOFU)."}
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to read from Hub dataset sources."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an output_dir that already holds a result (the whole folder, once the new one is "
+            "complete). Without it such a folder is refused before any work starts."
+        },
+    )
+    allow_degraded: bool = field(
+        default=False,
+        metadata={
+            "help": "When the safety rail stops the run, save the restored weights (the last step within the "
+            "rail) and exit 0. Without it nothing is saved and the command exits 3."
+        },
+    )
+
+
+def _import(path: str):
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def resolve_method(name: str):
@@ -78,10 +98,7 @@ def resolve_method(name: str):
     """
     if name not in METHODS:
         raise ValueError(f"Unknown unlearning method {name!r}; choose one of {sorted(METHODS)}.")
-    return tuple(
-        getattr(importlib.import_module(module), attr)
-        for module, attr in (path.split(":") for path in METHODS[name])
-    )
+    return tuple(_import(path) for path in METHODS[name])
 
 
 def parameter_digest(model) -> str:
@@ -96,21 +113,74 @@ def parameter_digest(model) -> str:
 
 
 def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
-    """Load data and model, unlearn, save, and return (and write to ``output_dir``) a summary.
+    """Check the inputs and the output folder, load data and model, unlearn, save, and return (and write to
+    ``output_dir``) a summary.
 
-    The summary holds ``method``, ``seconds`` (building the trainer — loading the model, tokenizing, stages
-    such as WHP's reinforced adapter, mining and relabeling — and training), ``stage_seconds`` (the trainer's own
-    ``stage_seconds`` plus ``train``; they sum to at most ``seconds``), ``steps``, ``stopped_early`` (the safety rail's
-    record or ``None``), the last logged metrics, and ``rank_parameter_digests`` (one per process: equal digests
-    prove that distributed replicas stayed in sync).
+    The model, card and summary are written to a folder beside ``output_dir`` and renamed into place when all
+    are written, so an interrupted run leaves the previous result or nothing. The summary holds ``method``,
+    ``seconds`` (building the trainer — loading the model, tokenizing, stages such as WHP's reinforced adapter,
+    mining and relabeling — and training), ``stage_seconds`` (the trainer's own ``stage_seconds`` plus ``train``;
+    they sum to at most ``seconds``), ``steps`` (the updates the saved weights have), ``stopped_early`` (the safety
+    rail's record or ``None``), the last logged metrics, and ``rank_parameter_digests`` (one per process: equal
+    digests prove that distributed replicas stayed in sync).
+
+    Raises:
+        ValueError: a missing model or forget set, an output folder that cannot be used (see
+            :func:`hf_unlearn.io.check_output_dir`).
+        hf_unlearn.cli.CLIError: the safety rail stopped the run and ``script.allow_degraded`` is off (exit 3;
+            nothing is saved).
     """
+    if not script.forget:
+        raise ValueError(
+            "No --forget given; pass the rows to unlearn (a file, a Hub id or synthetic:<split>)."
+        )
+    check_model_source(script.model_name_or_path)
+    output_dir = str(check_output_dir(args.output_dir, script.overwrite))
+    main_process = args.process_index == 0
+    with written_atomically(output_dir) if main_process else nullcontext(Path(output_dir + ".tmp")) as tmp:
+        args.output_dir = str(tmp)  # checkpoints, if any, go with the rest of the result
+        trainer, result, seconds, stages = _train(method, script, args)
+        args.output_dir = output_dir  # as the card and the summary record it
+        rail = trainer.stopped_early
+        if rail is not None and not script.allow_degraded:
+            from hf_unlearn.cli import CLIError
+
+            raise CLIError(
+                f"{rail['message']} Nothing was saved ({output_dir!r} is unchanged); pass --allow_degraded to save "
+                f"the restored weights.",
+                exit_code=3,
+            )
+        digests = _gather([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
+        trainer.save_unlearned(tmp)
+        logged = [entry for entry in trainer.state.log_history if "forget_loss" in entry]
+        summary = {
+            "method": method,
+            "regularizer": args.regularizer,
+            "seconds": seconds,
+            "stage_seconds": stages,
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "stopped_early": rail,
+            "last_metrics": logged[-1] if logged else {},
+            "rank_parameter_digests": digests,
+        }
+        if trainer.is_world_process_zero():
+            write_json_atomic(Path(tmp) / SUMMARY_FILE, summary)
+    return summary
+
+
+def _gather(values: list) -> list:
     from accelerate.utils import gather_object
 
+    return gather_object(values)
+
+
+def _train(method: str, script: UnlearnScriptArguments, args):
+    """Load the data and the model and run the method's trainer: ``(trainer, TrainOutput, seconds,
+    stage_seconds)``."""
     from hf_unlearn.data.loading import load_rows
 
     _, trainer_cls = resolve_method(method)
-    if not script.model_name_or_path or not script.forget:
-        raise ValueError("Pass at least --model DIR and --forget PATH (or set them in the YAML config).")
     forget = load_rows(script.forget, script.dataset_config, script.dataset_split)
     retain = load_rows(script.retain, script.dataset_config, script.dataset_split) if script.retain else None
     tokenizer = None
@@ -118,9 +188,8 @@ def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(script.tokenizer_name_or_path)
-    start = (
-        time.perf_counter()
-    )  # building the trainer runs stages too (reference log-probs, WHP's relabeling)
+    # building the trainer runs stages too (reference log-probs, WHP's relabeling)
+    start = time.perf_counter()
     trainer = trainer_cls(
         model=script.model_name_or_path,
         args=args,
@@ -130,25 +199,8 @@ def run_unlearning(method: str, script: UnlearnScriptArguments, args) -> dict:
     )
     built = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    seconds = time.perf_counter() - start
     stages = {**getattr(trainer, "stage_seconds", {}), "train": time.perf_counter() - built}
-    digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
-    trainer.save_unlearned(args.output_dir)
-    logged = [entry for entry in trainer.state.log_history if "forget_loss" in entry]
-    summary = {
-        "method": method,
-        "regularizer": args.regularizer,
-        "seconds": seconds,
-        "stage_seconds": stages,
-        "steps": result.global_step,
-        "train_loss": result.training_loss,
-        "stopped_early": trainer.stopped_early,
-        "last_metrics": logged[-1] if logged else {},
-        "rank_parameter_digests": digests,
-    }
-    if trainer.is_world_process_zero():
-        write_json_atomic(Path(args.output_dir) / SUMMARY_FILE, summary)
-    return summary
+    return trainer, result, time.perf_counter() - start, stages
 
 
 def _method_from_config(argv: list[str]) -> str | None:
@@ -179,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         method, rest = argv[0], argv[1:]
         in_config = _method_from_config(rest)
         if in_config and in_config != method:
-            raise SystemExit(
-                f"hf-unlearn unlearn: method {method!r} on the command line but {in_config!r} in --config."
+            raise ValueError(
+                f"method {method!r} on the command line but {in_config!r} in --config; drop one of them."
             )
     else:
         method, rest = _method_from_config(argv), argv
@@ -196,14 +248,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    config_cls, _ = resolve_method(method)
+    config_cls = _import(METHODS[method][0])  # the trainer (and torch's training stack) only once it runs
     parser = dataclass_parser((UnlearnScriptArguments, config_cls), prog=f"hf-unlearn unlearn {method}")
     script, args = parser.parse_args_and_config(args=rest)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     summary = run_unlearning(method, script, args)
     if args.process_index == 0:
+        rail = summary["stopped_early"]
         print(
             f"Unlearned with {method} ({args.regularizer}) into {args.output_dir}: {summary['steps']} steps, "
-            f"{summary['seconds']:.1f} s, stopped early: {summary['stopped_early']}"
+            f"{summary['seconds']:.1f} s."
+            + (f" {rail['message']} Saved the restored weights (--allow_degraded)." if rail else "")
         )
     return 0

@@ -48,9 +48,11 @@ def test_train_help_documents_every_field(capsys):
         assert option in out
 
 
-def test_train_rejects_conflicting_model_choice(tmp_path):
-    with pytest.raises(ValueError, match="exactly one of --tiny"):
-        main(["train", "--qa_files", "synthetic:forget", "--output_dir", str(tmp_path)])
+def test_train_rejects_conflicting_model_choice(tmp_path, capsys):
+    assert main(["train", "--qa_files", "synthetic:forget", "--output_dir", str(tmp_path)]) == 2
+    assert "exactly one of --tiny" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exactly one of --tiny"):  # --debug lets the exception through
+        main(["train", "--qa_files", "synthetic:forget", "--output_dir", str(tmp_path), "--debug"])
 
 
 def test_train_reads_yaml_config(tmp_path):

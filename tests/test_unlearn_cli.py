@@ -65,7 +65,7 @@ def test_cli_lora_npo_with_merge(memorised_model_dir, split_files, small_splits,
     assert exact_match(model, tok, small_splits["forget"]) < 0.5
 
 
-def test_yaml_config_names_the_method(memorised_model_dir, split_files, tmp_path):
+def test_yaml_config_names_the_method(memorised_model_dir, split_files, tmp_path, capsys):
     config = tmp_path / "ga.yaml"
     config.write_text(
         f"method: ga\nmodel_name_or_path: {memorised_model_dir}\nforget: {split_files['forget']}\n"
@@ -74,8 +74,71 @@ def test_yaml_config_names_the_method(memorised_model_dir, split_files, tmp_path
     assert cli_main(["unlearn", "--config", str(config)]) == 0
     summary = read_json(tmp_path / "ga" / SUMMARY_FILE)
     assert summary["method"] == "ga" and summary["steps"] == 2 and summary["regularizer"] == "none"
-    with pytest.raises(SystemExit, match="'npo' on the command line but 'ga'"):
-        cli_main(["unlearn", "npo", "--config", str(config)])
+    assert cli_main(["unlearn", "npo", "--config", str(config)]) == 2
+    assert "'npo' on the command line but 'ga'" in capsys.readouterr().err
+
+
+def test_safety_rail_saves_nothing_unless_allowed(memorised_model_dir, split_files, tmp_path, capsys):
+    out = tmp_path / "ga"
+    argv = ["unlearn", "ga", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    argv += ["--retain", str(split_files["retain"]), "--output_dir", str(out), "--learning_rate", "3e-2"]
+    argv += ["--max_steps", "60", "--per_device_train_batch_size", "8", "--use_cpu", "--disable_tqdm", "true"]
+    assert cli_main(argv) == 3
+    err = capsys.readouterr().err
+    assert "Safety rail" in err and "Nothing was saved" in err and "--allow_degraded" in err
+    assert not out.exists() and not (tmp_path / "ga.tmp").exists()
+    assert cli_main([*argv, "--allow_degraded"]) == 0
+    summary = read_json(out / SUMMARY_FILE)
+    rail = summary["stopped_early"]
+    assert summary["steps"] == rail["restored_step"] == rail["step"] - 1 < rail["steps_run"] < 60
+    assert f"after {rail['step']} update(s)" in rail["message"]
+    assert "Saved the restored weights" in capsys.readouterr().out
+
+
+def test_overwrite_replaces_the_whole_output_dir(memorised_model_dir, split_files, tmp_path, capsys):
+    out = tmp_path / "npo"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "whp_dictionary.json").write_text('{"names": ["a forgotten name"]}')
+    before = sorted(p.name for p in out.iterdir())
+    argv = ["unlearn", "npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    argv += ["--retain", str(split_files["retain"]), "--output_dir", str(out), "--max_steps", "2"]
+    argv += ["--per_device_train_batch_size", "4", "--use_cpu", "--disable_tqdm", "true"]
+    assert cli_main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert cli_main([*argv, "--overwrite"]) == 0
+    assert not (out / "whp_dictionary.json").exists() and (out / SUMMARY_FILE).exists()
+    assert not (tmp_path / "npo.tmp").exists() and not (tmp_path / "npo.old").exists()
+
+
+def test_interrupted_save_leaves_the_previous_result(memorised_model_dir, split_files, tmp_path, monkeypatch):
+    from hf_unlearn.trainer.base_trainer import UnlearningTrainer
+
+    out = tmp_path / "npo"
+    out.mkdir()
+    (out / "config.json").write_text('{"previous": true}')
+
+    def save_then_interrupt(self, output_dir=None):
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half")  # SIGINT midway through the save
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnlearningTrainer, "save_unlearned", save_then_interrupt)
+    argv = ["unlearn", "npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    argv += [
+        "--retain",
+        str(split_files["retain"]),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--overwrite",
+    ]
+    argv += ["--per_device_train_batch_size", "4", "--use_cpu", "--disable_tqdm", "true"]
+    with pytest.raises(KeyboardInterrupt):
+        cli_main(argv)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert (out / "config.json").read_text() == '{"previous": true}'
+    assert not (tmp_path / "npo.tmp").exists()
 
 
 def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split_files, tmp_path):

@@ -7,7 +7,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from hf_unlearn.audit import audit_dir_for, salt_of
-from hf_unlearn.evaluation.qa import exact_match
+from hf_unlearn.evaluation.qa import exact_match, score_answers
 from hf_unlearn.hub import forget_fingerprint
 from hf_unlearn.models import load_model_and_tokenizer
 from hf_unlearn.trainer.base_config import UnlearningConfig
@@ -33,6 +33,11 @@ def make_args(config_cls, tmp_path, **kwargs):
         disable_tqdm=True,
         logging_steps=2,
         seed=0,
+        # the settings these tests were calibrated with (the command's defaults hold the retain set harder)
+        retain_weight=1.0,
+        retain_batch_size=None,
+        max_retain_loss_ratio=10.0,
+        min_retain_loss_increase=1.0,
     )
     return config_cls(**{**defaults, **kwargs})
 
@@ -83,7 +88,10 @@ def test_npo_reference_is_cached_once_and_equals_the_start_model(memorised_model
     forget = small_splits["forget"]
     expected = score_answers(model, tok, forget["question"], forget["answer"])["log_prob"]
     trainer = NPOTrainer(
-        model, make_args(NPOConfig, tmp_path, max_steps=1), forget_dataset=forget, processing_class=tok
+        model,
+        make_args(NPOConfig, tmp_path, max_steps=1, beta=0.1),
+        forget_dataset=forget,
+        processing_class=tok,
     )
     assert trainer.ref_model is None  # the frozen copy used for the cache was released
     assert torch.allclose(torch.tensor(trainer.train_dataset["ref_logps"]), expected, atol=1e-4)
@@ -91,7 +99,7 @@ def test_npo_reference_is_cached_once_and_equals_the_start_model(memorised_model
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     live = NPOTrainer(
         model,
-        make_args(NPOConfig, tmp_path, precompute_ref_log_probs=False),
+        make_args(NPOConfig, tmp_path, precompute_ref_log_probs=False, beta=0.1),
         forget_dataset=forget,
         processing_class=tok,
     )
@@ -163,19 +171,43 @@ def test_qlora_4bit_completes_on_cpu_and_merges(memorised_model_dir, small_split
 
 
 def test_safety_rail_stops_runaway_gradient_ascent(memorised_model_dir, small_splits, tmp_path):
+    def runaway(**config):
+        trainer = unlearner(
+            "ga", memorised_model_dir, small_splits, tmp_path, learning_rate=3e-2, max_steps=60,
+            max_retain_loss_ratio=5.0, **config,
+        )  # fmt: skip
+        result = trainer.train()
+        retain = small_splits["retain"]
+        scores = score_answers(trainer.model, trainer.processing_class, retain["question"], retain["answer"])
+        return trainer.stopped_early, result, scores["log_prob"].mean()
+
+    rail, result, restored = runaway()
+    assert rail is not None and rail["steps_run"] < 60
+    assert rail["retain_loss"] > rail["limit"]
+    assert rail["limit"] == max(5.0 * rail["start_retain_loss"], rail["start_retain_loss"] + 1.0)
+    # the weights are set back to the last step within the rail, and the step count is that step's
+    assert result.global_step == rail["restored_step"] == rail["step"] - 1
+    assert f"after {rail['step']} update(s)" in rail["message"] and "add a regularizer" in rail["message"]
+    kept_rail, _, kept = runaway(safety_rail_restore=False)
+    assert kept_rail["restored_step"] is None and "restore is off" in kept_rail["message"]
+    assert restored > kept  # the restored weights know the retain people better
+
+
+def test_safety_rail_advice_fits_the_regularizer(memorised_model_dir, small_splits, tmp_path):
     trainer = unlearner(
         "ga",
         memorised_model_dir,
         small_splits,
         tmp_path,
-        learning_rate=3e-2,
-        max_steps=60,
-        max_retain_loss_ratio=5.0,
+        regularizer="gdr",
+        learning_rate=5e-2,
+        max_steps=40,
+        max_retain_loss_ratio=2.0,
+        min_retain_loss_increase=0.1,
     )
     trainer.train()
-    rail = trainer.stopped_early
-    assert rail is not None and trainer.state.global_step < 60
-    assert rail["retain_loss"] > max(5.0 * rail["start_retain_loss"], rail["start_retain_loss"] + 1.0)
+    message = trainer.stopped_early["message"]
+    assert "add a regularizer" not in message and "--retain_weight (now 1)" in message
 
 
 def test_resumed_run_matches_an_uninterrupted_one(memorised_model_dir, small_splits, tmp_path):

@@ -73,9 +73,15 @@ def _load_file_or_hub(source: str | Path, name: str | None, split: str) -> tuple
                 raise ValueError(
                     f"{str(path)!r} has no rows; an unlearning split must hold at least one example."
                 ) from err
+            where = _first_bad_json_line(path) if builder == "json" else None
             raise ValueError(
-                f"Cannot parse {str(path)!r} as {builder}: {type(err).__name__}: {err}. "
-                "Check the file is valid (JSON: a list of objects or one object per line)."
+                f"Cannot parse {str(path)!r} as {builder}"
+                + (
+                    f": line {where[0]} is not valid JSON ({where[1]})"
+                    if where
+                    else f": {type(err).__name__}: {err}"
+                )
+                + ". Check the file is valid (JSON: a list of objects or one object per line)."
             ) from err
     if _HUB_ID.match(str(source)):
         try:
@@ -90,6 +96,58 @@ def _load_file_or_hub(source: str | Path, name: str | None, split: str) -> tuple
     raise ValueError(
         f"{str(source)!r} is neither an existing file nor a Hub dataset id ('org/name'); check the path."
     )
+
+
+def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
+    """``(line number, reason)`` of the first line of a JSON / JSON Lines file that does not parse."""
+    import json
+
+    text = path.read_text(errors="replace")
+    if text.lstrip().startswith("["):  # one JSON document
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            return err.lineno, err.msg
+        return None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            return number, err.msg
+        if not isinstance(row, dict):
+            return number, f"a {type(row).__name__}, not an object"
+    return None
+
+
+# A row longer than this many characters per token of max_length is far past what is kept: the tokenizer still
+# reads all of it (a 10 MB answer costs ~20 s), then truncation throws most of it away.
+LONG_ROW_CHARS_PER_TOKEN = 32
+
+
+def warn_long_rows(ds: Dataset, max_length: int, origin: str = "dataset") -> None:
+    """Warn, before tokenizing, about rows whose answer or text is far longer than ``max_length`` tokens keep."""
+    import logging
+
+    limit = max_length * LONG_ROW_CHARS_PER_TOKEN
+    for column in ("answer", "text"):
+        if column not in ds.column_names:
+            continue
+        lengths = [len(v) if isinstance(v, str) else 0 for v in ds[column]]
+        longest = max(lengths, default=0)
+        if longest > limit:
+            logging.getLogger(__name__).warning(
+                "%s: %d row(s) have a %s longer than %d characters (the longest, row %d, has %d); only the first "
+                "max_length=%d tokens are kept, after tokenizing all of it. Shorten those rows or raise max_length.",
+                origin,
+                sum(n > limit for n in lengths),
+                column,
+                limit,
+                lengths.index(longest),
+                longest,
+                max_length,
+            )
 
 
 def row_kind(ds: Dataset, origin: str = "dataset") -> str:

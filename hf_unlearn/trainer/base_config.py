@@ -9,6 +9,19 @@ from transformers import TrainingArguments
 REGULARIZERS = ("none", "gdr", "klr")
 
 
+def check_max_steps(max_steps: int) -> None:
+    """Refuse ``max_steps=0``, which ``transformers`` runs as one step (negative: use the epochs).
+
+    Raises:
+        ValueError: ``max_steps`` is 0.
+    """
+    if max_steps == 0:
+        raise ValueError(
+            "max_steps=0 would train nothing (transformers would still run a step and save the result); pass a "
+            "positive number of steps, or -1 (the default) to train for num_train_epochs."
+        )
+
+
 @dataclass
 class UnlearningConfig(TrainingArguments):
     """Arguments shared by every :class:`~hf_unlearn.trainer.base_trainer.UnlearningTrainer`.
@@ -32,12 +45,16 @@ class UnlearningConfig(TrainingArguments):
     )
     forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
     retain_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the retain regulariser (ignored with regularizer='none')."}
+        default=5.0,
+        metadata={
+            "help": "Weight of the retain regulariser (ignored with regularizer='none'). 5 holds the retain set on "
+            "the datasets checked in benchmarks/safe_defaults.py; 1 let it collapse there."
+        },
     )
     retain_batch_size: int | None = field(
-        default=None,
+        default=64,
         metadata={
-            "help": "Retain rows per device and step (default: per_device_train_batch_size). More retain rows "
+            "help": "Retain rows per device and step (None: per_device_train_batch_size). More retain rows "
             "per forget row make the regulariser hold the retain set more firmly."
         },
     )
@@ -59,15 +76,22 @@ class UnlearningConfig(TrainingArguments):
     )
     # --- safety rail ---
     max_retain_loss_ratio: float = field(
-        default=10.0,
+        default=5.0,
         metadata={
             "help": "Stop early when the retain loss exceeds this multiple of its value at the start (and "
             "min_retain_loss_increase above it), so gradient ascent cannot silently destroy the model. "
             "0 disables the rail."
         },
     )
+    safety_rail_restore: bool = field(
+        default=True,
+        metadata={
+            "help": "When the safety rail stops training, set the weights back to the last step whose retain loss "
+            "was within the rail (keeps one CPU copy of the trainable parameters, refreshed each step)."
+        },
+    )
     min_retain_loss_increase: float = field(
-        default=1.0,
+        default=0.5,
         metadata={
             "help": "The safety rail also needs the retain loss to have risen by at least this many nats "
             "(a well-memorised model starts near 0, where ratios alone are noise)."
@@ -132,6 +156,7 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(
                 f"max_retain_loss_ratio={self.max_retain_loss_ratio} is negative; use 0 to disable the rail."
             )
+        check_max_steps(self.max_steps)
         if self.lora_r < 0:
             raise ValueError(
                 f"lora_r={self.lora_r} is negative; use 0 for full fine-tuning or r > 0 for LoRA."

@@ -36,7 +36,7 @@ from transformers import Trainer, set_seed
 
 from hf_unlearn.data.forget_retain import PaddingCollator, tokenize_dataset
 from hf_unlearn.data.formats import IGNORE_INDEX
-from hf_unlearn.data.loading import check_disjoint
+from hf_unlearn.data.loading import check_disjoint, warn_long_rows
 from hf_unlearn.losses import mean_token_log_prob, retain_kl, retain_nll, sequence_log_probs
 from hf_unlearn.models import check_vocab
 from hf_unlearn.trainer.base_config import UnlearningConfig
@@ -151,6 +151,11 @@ class UnlearningTrainer(Trainer):
             )
         if forget_dataset is None:
             raise ValueError("forget_dataset is required: the rows to unlearn.")
+        if len(forget_dataset) == 1:
+            logger.warning(
+                "The forget set has 1 row: every step repeats it, and the retain set and the safety rail are all "
+                "that hold the rest of the model. Check that this is the whole deletion request."
+            )
         # the rows whose fingerprint goes on the model card (a subclass may have set the original rows)
         self.card_forget_rows = getattr(self, "card_forget_rows", forget_dataset)
         self.card_retain_rows = (
@@ -194,6 +199,7 @@ class UnlearningTrainer(Trainer):
         self._retain_stream = None
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._retain_start: float | None = None
+        self._rail_snapshot: tuple[int, dict[str, torch.Tensor]] | None = None
         self.stopped_early: dict | None = None
         needs_ref_forward = args.regularizer == "klr" or (
             self.uses_forget_reference and not args.precompute_ref_log_probs
@@ -209,6 +215,7 @@ class UnlearningTrainer(Trainer):
     # ----- data -----
     @staticmethod
     def _tokenized(ds: Dataset, tokenizer, max_length: int, origin: str) -> Dataset:
+        warn_long_rows(ds, max_length, origin)
         if "input_ids" in ds.column_names:
             missing = [c for c in MODEL_INPUTS if c not in ds.column_names]
             if missing:
@@ -369,27 +376,66 @@ class UnlearningTrainer(Trainer):
         value = retain_loss.item()
         if self._retain_start is None:
             self._retain_start = value
-            return
         limit = max(
             args.max_retain_loss_ratio * self._retain_start,
             self._retain_start + args.min_retain_loss_increase,
         )
-        if value > limit and self.stopped_early is None:
+        step = self.state.global_step  # the weights measured have had this many updates
+        if value <= limit:
+            if args.safety_rail_restore and (self._rail_snapshot is None or self._rail_snapshot[0] != step):
+                self._rail_snapshot = (step, self._trainable_state())
+            return
+        if self.stopped_early is None:
+            restored = self._rail_snapshot[0] if self._rail_snapshot is not None else None
+            kept = (
+                f"the weights after {restored} update(s), the last within the rail, are restored"
+                if restored is not None
+                else "the weights are kept as they are (safety_rail_restore is off)"
+            )
             self.stopped_early = {
-                "step": self.state.global_step,
+                "step": step,
                 "retain_loss": value,
                 "start_retain_loss": self._retain_start,
                 "limit": limit,
+                "restored_step": restored,
+                "message": f"Safety rail: the retain loss rose from {self._retain_start:.3f} to {value:.3f} "
+                f"(limit {limit:.3f}) after {step} update(s), so training stopped and {kept}. {self._rail_advice()}",
             }
-            logger.warning(
-                "Safety rail: retain loss %.3f rose above %.3f (start %.3f) at step %d; stopping. Lower the "
-                "learning rate, add a regularizer, or raise max_retain_loss_ratio.",
-                value,
-                limit,
-                self._retain_start,
-                self.state.global_step,
-            )
+            logger.warning(self.stopped_early["message"])
             self.control.should_training_stop = True
+
+    def _rail_advice(self) -> str:
+        args = self.args
+        if args.regularizer == "none":
+            return (
+                f"To keep the retain set, add a regularizer (--regularizer gdr), lower --learning_rate (now "
+                f"{args.learning_rate:g}) or raise --max_retain_loss_ratio (now {args.max_retain_loss_ratio:g})."
+            )
+        return (
+            f"To keep the retain set, lower --learning_rate (now {args.learning_rate:g}), raise --retain_weight "
+            f"(now {args.retain_weight:g}) or --retain_batch_size, or raise --max_retain_loss_ratio (now "
+            f"{args.max_retain_loss_ratio:g})."
+        )
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the trainable parameters (the adapters only, under LoRA)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+    def train(self, *args, **kwargs):
+        """``Trainer.train``; when the safety rail stopped it, the trainable weights are set back to the last step
+        within the rail and the returned ``global_step`` counts the updates those weights have."""
+        result = super().train(*args, **kwargs)
+        if self.stopped_early is not None and self._rail_snapshot is not None:
+            step, state = self._rail_snapshot
+            params = dict(self.accelerator.unwrap_model(self.model).named_parameters())
+            with torch.no_grad():
+                for name, value in state.items():
+                    params[name].copy_(value.to(params[name].device))
+            self.stopped_early["steps_run"] = self.state.global_step
+            result = result._replace(global_step=step)
+        self._rail_snapshot = None
+        return result
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the means of the unlearning metrics gathered since the last log, then log as usual."""

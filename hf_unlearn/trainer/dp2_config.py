@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_unlearn.train import TrainConfig
+from hf_unlearn.train_config import TrainConfig
 
 PRIVACY_UNITS = ("subject", "record")
 ACCOUNTANTS = ("prv", "rdp")

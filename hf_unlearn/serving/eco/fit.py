@@ -26,7 +26,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from hf_unlearn.data.formats import format_prompt
-from hf_unlearn.io import write_json_atomic
+from hf_unlearn.io import check_model_source, check_output_dir, write_json_atomic, written_atomically
 from hf_unlearn.serving.eco.classifier import (
     ClassifierConfig,
     PromptClassifier,
@@ -56,6 +56,10 @@ class ECOFitArguments:
     retain: str = field(metadata={"help": "Retain / general QA rows: the classifier's negatives."})
     out: str = field(
         metadata={"help": "Guard directory to write (guard_config.json, classifier/, fit_report.json)."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an --out folder that already holds a guard (or another result)."},
     )
     holdout: str | None = field(
         default=None,
@@ -300,17 +304,26 @@ def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     from hf_unlearn.cli import dataclass_parser
-    from hf_unlearn.data.loading import load_rows
+    from hf_unlearn.data.loading import check_disjoint, load_rows
     from hf_unlearn.models import load_model_and_tokenizer
 
     parser = dataclass_parser((ECOFitArguments, GuardConfig, ClassifierConfig), prog="hf-unlearn eco-fit")
     args, guard_config, classifier_config = parser.parse_args_and_config(args=argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_model_source(args.model)
+    check_output_dir(args.out, args.overwrite, "--out")
+    forget, retain = load_rows(args.forget), load_rows(args.retain)
+    check_disjoint(forget, retain)  # forget == retain would fit a guard that flags nothing
+    if not guard_config.subjects and "subject" not in forget.column_names:
+        logger.warning(
+            "%s has no 'subject' column and no --subjects were given: the guard matches no names and relies on the "
+            "classifier alone. Add a 'subject' column naming each row's person, or pass --subjects.",
+            args.forget,
+        )
     model, tokenizer = load_model_and_tokenizer(args.model)
     target_model = None
     if args.target_model is not None:
         target_model, _ = load_model_and_tokenizer(args.target_model)
-    forget, retain = load_rows(args.forget), load_rows(args.retain)
     holdout = load_rows(args.holdout) if args.holdout else None
     guarded, report = fit_guard(
         model,
@@ -328,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         args.mu,
     )
     report["args"] = asdict(args)
-    save_guard(guarded, report, args.out)
+    with written_atomically(args.out) as tmp:
+        save_guard(guarded, report, tmp)
     print(
         f"Wrote the guard to {args.out}: strength {report['strength']:.4g}, forget {args.metric} gap "
         f"{report['gap']:.4f} to the target {report['target']:.4f} ({report['target_source']})."
