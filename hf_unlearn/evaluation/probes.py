@@ -17,6 +17,7 @@ The attacks that change or reload weights act on the *weights*, as an attacker h
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import tempfile
 
@@ -207,15 +208,22 @@ def quantization_attack(
     ``quant{b}_forget_em`` and ``quant{b}_forget_rouge`` (compare with the unquantized ``forget_em`` /
     ``forget_rouge``: a rise means quantization restored forgotten answers)."""
     out = {}
-    for b in bits:
-        quantized = quantized_copy(model, b)
-        em = score_answers(quantized, tokenizer, forget["question"], forget["answer"], batch_size)[
-            "exact_match"
-        ]
-        answers = generate_answers(quantized, tokenizer, forget["question"], max_new_tokens, batch_size)
-        out[f"quant{b}_forget_em"] = em.mean().item()
-        out[f"quant{b}_forget_rouge"] = mean(
-            rouge_l(p, a)["recall"] for p, a in zip(answers, forget["answer"])
-        )
-        del quantized
+    bnb_logger = logging.getLogger("bitsandbytes")  # int8 matmuls log a float16-cast notice on every call
+    level = bnb_logger.level
+    bnb_logger.setLevel(logging.ERROR)
+    try:
+        for b in bits:
+            out |= _quantized_forget_scores(model, tokenizer, forget, b, batch_size, max_new_tokens)
+    finally:
+        bnb_logger.setLevel(level)
     return out
+
+
+def _quantized_forget_scores(model, tokenizer, forget, bits, batch_size, max_new_tokens) -> dict[str, float]:
+    quantized = quantized_copy(model, bits)
+    em = score_answers(quantized, tokenizer, forget["question"], forget["answer"], batch_size)["exact_match"]
+    answers = generate_answers(quantized, tokenizer, forget["question"], max_new_tokens, batch_size)
+    return {
+        f"quant{bits}_forget_em": em.mean().item(),
+        f"quant{bits}_forget_rouge": mean(rouge_l(p, a)["recall"] for p, a in zip(answers, forget["answer"])),
+    }

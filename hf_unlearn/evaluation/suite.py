@@ -370,7 +370,8 @@ def _score(
             row["forget_paraphrased_em"] = float(para["em"].mean())
             row["forget_paraphrased_rouge"] = mean(para["rouge_recall"])
         else:
-            not_computed["forget_paraphrased_em"] = "not computed — forget rows have no paraphrased_question"
+            for key in ("forget_paraphrased_em", "forget_paraphrased_rouge"):
+                not_computed[key] = "not computed — forget rows have no paraphrased_question"
         try:
             questions = perturbed_questions(forget_ds, config.seed)
         except ValueError as err:  # no perturbed_question / subject column, or a subject not in its question
@@ -384,9 +385,8 @@ def _score(
             )
     relearn = None
     if attacks:
-        gold = None if gold_free else reference
         relearn = _relearn(
-            model, tokenizer, splits, gold, gold_free, config, max_new_tokens, row, details, not_computed
+            model, tokenizer, splits, reference, gold_free, config, max_new_tokens, row, details, not_computed
         )
         _quantization(model, tokenizer, forget_ds, config, max_new_tokens, row, not_computed)
     for key, reason in not_computed.items():
