@@ -14,8 +14,16 @@ Data (``--data``):
 - a Hub dataset id with TOFU's configs (``locuslab/TOFU``).
 
 Any split can be given or replaced by a file with ``--forget``, ``--retain``, ``--holdout``, ``--real_authors``,
-``--world_facts``, ``--forget_text``, ``--holdout_text``. TOFU has no holdout set, so PrivLeak / MIA AUC are
-reported only when ``--holdout`` is given.
+``--world_facts``, ``--forget_text``, ``--holdout_text``. Files given without ``--data`` are the whole data: no
+split is filled from the synthetic default (that is used only when neither ``--data`` nor a split file is
+given), and a split that is missing is reported as missing with what it leaves out. TOFU has no holdout set, so
+PrivLeak / MIA AUC are reported only when ``--holdout`` is given.
+
+Without ``--retain_model`` the command runs the gold-free audit: every metric that needs the retrained model
+(forget quality, PrivLeak) is reported as not computed, and the audit keys (membership AUCs with Min-K %,
+Min-K %++, loss and zlib against the holdout people; paraphrase and perturbed-question probes; the relearning
+attack with the same attack on the holdout people as control; the 8-bit / 4-bit quantization attack) are what
+the report shows.
 
 Example::
 
@@ -55,14 +63,19 @@ class EvalScriptArguments:
     model: list[str] = field(
         metadata={"help": "Model directories (or Hub ids) to evaluate, optionally named: NAME=DIR."}
     )
-    retain_model: str = field(
+    retain_model: str | None = field(
+        default=None,
         metadata={
-            "help": "The retrained (gold) model: trained without the forget set. Its scores are the reference."
-        }
+            "help": "The retrained (gold) model: trained without the forget set. Its scores are the reference. "
+            "Without it: the gold-free audit (forget quality and PrivLeak not computed)."
+        },
     )
-    data: str = field(
-        default="synthetic",
-        metadata={"help": "'synthetic', a demo data directory, a directory of TOFU json files, or a Hub id."},
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "'synthetic', a demo data directory, a directory of TOFU json files, or a Hub id. Default: "
+            "the split files given (--forget, --retain, ...) and nothing else; 'synthetic' when none is given."
+        },
     )
     out: str = field(default="runs/eval", metadata={"help": "Output directory."})
     overwrite: bool = field(
@@ -103,10 +116,13 @@ def load_eval_splits(script: EvalScriptArguments) -> dict:
     Raises:
         ValueError: ``--data`` is a directory in neither the demo nor the TOFU layout, or names nothing.
     """
-    source = script.data
+    files = [name for name in SPLIT_OPTIONS if getattr(script, name)]
+    source = script.data if script.data is not None else (None if files else "synthetic")
     splits: dict = {}
-    path = Path(source)
-    if source == "synthetic":
+    path = Path(source or "")
+    if source is None:  # the given files and nothing else
+        pass
+    elif source == "synthetic":
         from hf_unlearn.data.synthetic import synthetic_splits
 
         data = synthetic_splits(script.people, script.holdout_people, script.forget_pct, script.data_seed)
@@ -134,13 +150,38 @@ def load_eval_splits(script: EvalScriptArguments) -> dict:
     elif source:
         splits = {"forget": load_rows(source, script.forget_split)}
         splits |= {s: load_rows(source, config) for s, config in TOFU_LAYOUT.items()}
-    for name in SPLIT_OPTIONS:
-        if getattr(script, name):
-            splits[name] = load_rows(getattr(script, name))
+    for name in files:
+        splits[name] = load_rows(getattr(script, name))
     for name, ds in splits.items():
         columns = ("text",) if name.endswith("_text") else ("question", "answer")
         require_columns(ds, columns, f"the {name} split")
     return splits
+
+
+# What each split serves, for the report of missing ones.
+SPLIT_USES = {
+    "forget": "every forget metric",
+    "retain": "model utility, KnowMem retain",
+    "holdout": "membership AUCs, PrivLeak, the relearning control",
+    "real_authors": "TOFU model utility (real authors)",
+    "world_facts": "TOFU model utility (world facts)",
+    "forget_text": "VerbMem on raw text (the forget QA rendered as text is used instead), MIA on texts",
+    "holdout_text": "MIA on raw texts",
+}
+
+
+def data_source(script: EvalScriptArguments) -> str:
+    """Where the splits came from, in words."""
+    files = {name: getattr(script, name) for name in SPLIT_OPTIONS if getattr(script, name)}
+    given = ", ".join(f"{k}={v}" for k, v in files.items())
+    if script.data is None:
+        return f"files only ({given})" if files else "synthetic (the embedded default)"
+    return script.data + (f" + files ({given})" if files else "")
+
+
+def missing_splits(splits: dict) -> dict[str, str]:
+    """``{split: what its absence leaves out}`` for every split of :data:`SPLIT_OPTIONS` not in ``splits``."""
+    return {name: SPLIT_USES[name] for name in SPLIT_OPTIONS if name not in splits}
 
 
 def parse_model(spec: str) -> tuple[str, str]:
@@ -165,10 +206,16 @@ def load_function(spec: str):
 
 
 def run_sweeps(
-    script: EvalScriptArguments, unlearn, model_dir: str, splits: dict, config: EvalConfig, out: Path
+    script: EvalScriptArguments,
+    unlearn,
+    model_dir: str,
+    splits: dict,
+    config: EvalConfig,
+    max_new_tokens: int,
+    out: Path,
 ) -> dict:
     """MUSE scalability and sustainability of ``unlearn`` starting from ``model_dir``."""
-    kw = {"batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens}
+    kw = {"batch_size": config.batch_size, "max_new_tokens": max_new_tokens}
     forget, retain = splits["forget"], splits["retain"]
     requests = forget_size_sweep(forget, retain)
     return {
@@ -192,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = [parse_model(s) for s in script.model]
     if RETRAINED_NAME in {n for n, _ in specs}:
         raise SystemExit(f"hf-unlearn eval: the name {RETRAINED_NAME!r} is reserved for --retain_model.")
-    for option, path in [("--retain_model", script.retain_model), *(("--model", p) for _, p in specs)]:
+    checks = [("--model", p) for _, p in specs]
+    if script.retain_model is not None:
+        checks.insert(0, ("--retain_model", script.retain_model))
+    for option, path in checks:
         check_model_source(path, option)
     final_out = check_output_dir(script.out, script.overwrite, "--out")
     splits = load_eval_splits(script)
@@ -202,46 +252,79 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(script, config, unlearn, specs, splits, out: Path) -> int:
-    """Score the retrained model and ``specs``, and write results.json, report.md and the plots into ``out``."""
+    """Score the retrained model (when given) and ``specs``, and write results.json, report.md and the plots
+    into ``out``."""
     from hf_unlearn.models import load_model_and_tokenizer
 
-    logger.info("Evaluating the retrained model %s (the reference)", script.retain_model)
-    gold, tokenizer = load_model_and_tokenizer(script.retain_model, script.tokenizer)
-    gold_row, reference = evaluate_model(gold, tokenizer, splits, None, config)
-    models = {}
+    missing = missing_splits(splits)
+    for name, uses in missing.items():
+        print(f"WARNING: split {name} missing: not computed from it: {uses}")
+    gold_free = script.retain_model is None
+    reference, models = None, {}
+    if gold_free:
+        logger.info(
+            "No --retain_model: the gold-free audit (forget quality and PrivLeak need the retrained model)"
+        )
+    else:
+        logger.info("Evaluating the retrained model %s (the reference)", script.retain_model)
+        gold, tokenizer = load_model_and_tokenizer(script.retain_model, script.tokenizer)
+        gold_row, reference = evaluate_model(gold, tokenizer, splits, None, config)
     for name, path in specs:
         logger.info("Evaluating %s (%s)", name, path)
         model, tokenizer = load_model_and_tokenizer(path, script.tokenizer)
-        models[name] = evaluate_model(model, tokenizer, splits, reference, config)[0]
-    models[RETRAINED_NAME] = gold_row
+        models[name] = evaluate_model(model, tokenizer, splits, reference, config, gold_free=gold_free)[0]
+    if not gold_free:
+        models[RETRAINED_NAME] = gold_row
     first = models[specs[0][0]]
     results = {
         **{k: v for k, v in first.items() if k != "details"},
         "details": first["details"],
         "models": models,
-        "retrained_model": RETRAINED_NAME,
-        "paths": {name: path for name, path in specs} | {RETRAINED_NAME: script.retain_model},
-        "data": {"source": script.data, "splits": {s: len(ds) for s, ds in splits.items()}},
-        "config": asdict(config),
+        "retrained_model": None if gold_free else RETRAINED_NAME,
+        "gold_free": gold_free,
+        "paths": {name: path for name, path in specs}
+        | ({} if gold_free else {RETRAINED_NAME: script.retain_model}),
+        "data": {
+            "source": data_source(script),
+            "splits": {s: len(ds) for s, ds in splits.items()},
+            "missing": missing,
+        },
+        "config": asdict(config) | {"max_new_tokens_used": first["details"]["max_new_tokens"]},
     }
     notes = [
-        f"Data: {script.data} ({', '.join(f'{s}: {len(ds)}' for s, ds in splits.items())} rows).",
-        f"Model utility is the harmonic mean of probability, ROUGE-L and truth ratio over "
-        f"{', '.join(first['details']['model_utility_sets'])}.",
+        f"Data: {data_source(script)} ({', '.join(f'{s}: {len(ds)}' for s, ds in splits.items())} rows).",
+        *[f"Missing split {name}: not computed from it: {uses}." for name, uses in missing.items()],
+        "Model utility is the harmonic mean of probability, ROUGE-L and truth ratio over "
+        f"{', '.join(first['model_utility_sets']) or 'no set (not computed)'}.",
+        f"Greedy answers: at most {first['details']['max_new_tokens']} new tokens.",
         "PrivLeak is in percent in MUSE's orientation (-100 = the forget set is as familiar as when trained, "
         "0 = like the retrained model); MIA AUC is the Min-40 % Prob attack's AUC (1 = every forget row detected).",
     ]
+    if gold_free:
+        notes.append(
+            "Gold-free audit (no --retain_model): compare mia_auc_* with 0.5 (chance: the forget people look like "
+            "never-seen ones), relearn_recovery* with relearn_control_recovery* (the same attack on the holdout "
+            "people), quant*_forget_* with forget_em / forget_rouge (a rise = quantization restores answers)."
+        )
     if script.unlearn_fn:
-        results |= run_sweeps(script, unlearn, specs[0][1], splits, config, out / "sweeps")
+        results |= run_sweeps(
+            script, unlearn, specs[0][1], splits, config, first["details"]["max_new_tokens"], out / "sweeps"
+        )
         notes.append(f"Sweeps ({script.unlearn_fn}, from {specs[0][0]}):")
         notes += [f"- scalability {k}: {sweep_line(v)}" for k, v in results["scalability"].items()]
         notes += [
             f"- sustainability request {v['request']}: {sweep_line(v)}" for v in results["sustainability"]
         ]
     write_json_atomic(out / "results.json", results)
-    (out / "report.md").write_text(markdown_report(models, RETRAINED_NAME, notes))
+    report = markdown_report(models, None if gold_free else RETRAINED_NAME, notes)
+    (out / "report.md").write_text(report)
     plot_tradeoff(models, out / "tradeoff.png")
     plot_summary(models, out / "summary.png")
-    print(markdown_report(models, RETRAINED_NAME, notes))
+    print(report)
+    for name, row in models.items():
+        for key, reason in row["details"]["not_computed"].items():
+            print(f"WARNING: {name}: {key}: {reason}")
+        for warning in row["details"]["warnings"]:
+            print(f"WARNING: {name}: {warning}")
     print(f"Wrote {Path(script.out) / 'results.json'}, report.md, tradeoff.png, summary.png")
     return 0

@@ -49,6 +49,14 @@ class TrainScriptArguments:
             "help": "Tokenizer to use. With --tiny and no tokenizer, a byte-level BPE is trained on the data."
         },
     )
+    tokenizer_extra_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "--tiny without a tokenizer: QA or text sources added to the BPE corpus only, never trained on "
+            "(e.g. the holdout people, so that their names are tokens like the trained people's and a membership "
+            "attack compares like with like)."
+        },
+    )
     vocab_size: int = field(
         default=2048, metadata={"help": "--tiny: BPE vocabulary size when training a tokenizer."}
     )
@@ -117,6 +125,12 @@ def load_training_data(script: TrainScriptArguments, max_length: int, prog: str 
         warn_long_rows(ds, max_length, repr(source))
     corpus = [f"{q} {a}" for ds in qa_sets for q, a in zip(ds["question"], ds["answer"])]
     corpus += [t for ds in text_sets for t in ds["text"]]
+    for source in script.tokenizer_extra_files:  # the tokenizer's corpus only (row_kind raises on other rows)
+        ds = load_rows(source, script.dataset_config, script.dataset_split)
+        if row_kind(ds, source) == "qa":
+            corpus += [f"{q} {a}" for q, a in zip(ds["question"], ds["answer"])]
+        else:
+            corpus += list(ds["text"])
     return qa_sets, text_sets, corpus
 
 

@@ -27,7 +27,7 @@ from hf_unlearn.evaluation.metrics import (
 from hf_unlearn.evaluation.mia import attack_auc, attack_scores, loss_score, min_k_prob, zlib_score
 from hf_unlearn.evaluation.muse import deletion_requests, verbmem_split
 from hf_unlearn.evaluation.probes import perturb_subject, perturbed_questions, relearn_split
-from hf_unlearn.evaluation.qa import text_token_log_probs
+from hf_unlearn.evaluation.qa import text_token_scores
 from hf_unlearn.evaluation.tofu import perturbed_matrix, qa_scores, tofu_stats
 
 
@@ -236,11 +236,18 @@ def test_rouge_l_recall_precision_f1():
 def test_membership_log_probs_of_a_uniform_toy_model(tiny_tokenizer):
     model = FixedLogits(torch.zeros(len(tiny_tokenizer)))  # every next token 1/V
     texts = ["Fairkdas Brondwell was born in Fez.", "Oslo"]
-    logps = text_token_log_probs(model, tiny_tokenizer, texts)
-    for text, lp in zip(texts, logps):
+    tokens = text_token_scores(model, tiny_tokenizer, texts)
+    log_v = math.log(len(tiny_tokenizer))
+    for text, lp, mu, sd in zip(texts, tokens["log_prob"], tokens["mean"], tokens["std"]):
         # BOS + text + EOS, every token after the first scored at log(1/V)
         assert len(lp) == len(framed_ids(tiny_tokenizer, text)) - 1
-        assert torch.allclose(lp, torch.full_like(lp, -math.log(len(tiny_tokenizer))))
-    scores = attack_scores(logps, texts)
-    assert scores["min_k"] == pytest.approx([-math.log(len(tiny_tokenizer))] * 2)
+        assert torch.allclose(lp, torch.full_like(lp, -log_v))
+        # a uniform distribution: every log p(z) is log(1/V), so mean log(1/V) and std 0
+        assert torch.allclose(mu, torch.full_like(mu, -log_v)) and torch.allclose(
+            sd, torch.zeros_like(sd), atol=1e-3
+        )
+    moments = list(zip(tokens["mean"], tokens["std"]))
+    scores = attack_scores(tokens["log_prob"], texts, moments=moments)
+    assert scores["min_k"] == pytest.approx([-log_v] * 2)
+    assert scores["min_k_pp"] == pytest.approx([0.0, 0.0], abs=1e-2)  # exactly as likely as expected
     assert attack_auc(scores["min_k"][:1], scores["min_k"][1:]) == 0.5  # indistinguishable

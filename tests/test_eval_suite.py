@@ -77,7 +77,7 @@ def test_eval_command_writes_results_report_and_plots(memorised_model_dir, gold_
     assert set(results["models"]) == {"full", "retrained"}
     assert results["models"]["retrained"]["forget_quality"] == 1.0
     assert results["data"]["splits"]["forget"] == 16 and results["config"]["relearn_steps"] == 3
-    assert set(results["details"]["mia_auc"]) == {"min_k", "loss", "zlib"}
+    assert set(results["details"]["mia_auc"]) == {"min_k", "min_k_pp", "loss", "zlib"}
     report = (out / "report.md").read_text()
     assert "| full |" in report and "retrained (retrained)" in report
     for png in ("tradeoff.png", "summary.png"):
@@ -188,11 +188,14 @@ def test_evaluate_model_reports_what_the_data_allows(memorised_model_dir, small_
         "forget": small_splits["forget"].map(lambda r: {"subject": "Nobody"}),
         "retain": small_splits["retain"].select(range(40)).select_columns(["question", "answer"]),
     }
-    row, reference = evaluate_model(model, tok, splits, None, EvalConfig(relearn_steps=0), progress=False)
+    config = EvalConfig(relearn_steps=0, quant_bits=[])
+    row, reference = evaluate_model(model, tok, splits, None, config, progress=False)
     assert row["model_utility"] is None and row["privleak"] is None and row["mia_auc"] is None
     assert row["relearn_recovery"] is None and reference.mia_auc == {}
     assert row["forget_quality"] == 1.0  # forget still has perturbed answers: compared with itself
-    assert "does not occur" in row["details"]["skipped_probes"]["perturbed_questions"]
+    not_computed = row["details"]["not_computed"]
+    assert "does not occur" in not_computed["forget_perturbed_question_rouge"]
+    assert "no perturbed_answer" in not_computed["model_utility"] and "holdout" in not_computed["privleak"]
     assert row["knowmem_forget"] > 0.9 and row["retain_em"] > 0.9
     with pytest.raises(ValueError, match="missing \\['retain'\\]"):
         evaluate_model(model, tok, {"forget": splits["forget"]})

@@ -5,21 +5,36 @@ few steps of fine-tuning?
 - perturbed questions: the subject's name garbled (TOFU's ``perturbed_question`` when present, else
   :func:`perturb_subject`), which an unlearned model that only blocks the exact wording still answers;
 - relearning attack: fine-tune a copy of the model for a few steps on half of the forget set and measure how
-  much of the *other* half comes back, compared with the same attack on the retrained model.
+  much of the *other* half comes back (exact match, answer probability, ROUGE), compared with the same attack on
+  held-out people (the gold-free control) and on the retrained model;
+- quantization attack (Zhang et al., ICLR 2025): reload the weights in 8-bit and 4-bit (bitsandbytes) and
+  re-measure the forget set; quantization can undo an unlearning update that is smaller than its rounding.
+
+The attacks that change or reload weights act on the *weights*, as an attacker holding them would: an ECO
+``GuardedModel`` is unwrapped (its ``unguarded`` model) first.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import random
+import tempfile
 
 import torch
 from datasets import Dataset
 
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import tokenize_qa
-from hf_unlearn.evaluation.metrics import normalised_prob
-from hf_unlearn.evaluation.qa import score_answers
+from hf_unlearn.evaluation.metrics import mean, normalised_prob, rouge_l
+from hf_unlearn.evaluation.qa import generate_answers, score_answers
+
+QUANT_BITS = (8, 4)
+
+
+def weights_of(model):
+    """The model an attacker holding the weights runs: an ECO ``GuardedModel``'s wrapped model, else ``model``."""
+    return getattr(model, "unguarded", model)
 
 
 def perturb_subject(question: str, subject: str, seed: int = 0) -> str:
@@ -79,14 +94,16 @@ def relearn_attack(
     batch_size: int = 16,
     seed: int = 0,
     eval_batch_size: int = 64,
+    max_new_tokens: int = 32,
 ) -> dict[str, float]:
-    """Fine-tune a copy of ``model`` for ``steps`` AdamW steps on the even rows of ``forget`` (answer-only
-    loss) and score teacher-forced exact match on the odd rows before and after; ``model`` is left unchanged.
+    """Fine-tune a copy of the weights of ``model`` (a guard is unwrapped, see :func:`weights_of`) for ``steps``
+    AdamW steps on the even rows of ``forget`` (answer-only loss) and score the odd rows before and after;
+    ``model`` is left unchanged. Pass held-out people's rows as ``forget`` for the control attack.
 
     Returns:
-        ``before``, ``after`` (exact match on the measured half) and ``recovery = after - before``; the same for
-        the length-normalised answer probability (``prob_before``, ``prob_after``, ``prob_recovery``), which
-        still moves where long answers are never matched exactly (TOFU).
+        ``before``, ``after`` (teacher-forced exact match on the measured half) and ``recovery = after -
+        before``; the same for the length-normalised answer probability (``prob_*``) and the ROUGE-L recall of
+        greedy answers (``rouge_*``), which still move where long answers are never matched exactly (TOFU).
 
     Raises:
         ValueError: ``forget`` has fewer than 2 rows or ``steps`` < 1.
@@ -95,15 +112,19 @@ def relearn_attack(
         raise ValueError(
             f"A relearning attack needs >= 2 forget rows and >= 1 step; got {len(forget)} rows, {steps} steps."
         )
+    model = weights_of(model)
     train, held = relearn_split(forget)
 
-    def held_scores(m) -> tuple[float, float]:
+    def held_scores(m) -> dict[str, float]:
         scores = score_answers(m, tokenizer, held["question"], held["answer"], eval_batch_size)
-        return scores["exact_match"].mean().item(), normalised_prob(
-            scores["log_prob"], scores["n_tokens"]
-        ).mean()
+        answers = generate_answers(m, tokenizer, held["question"], max_new_tokens, eval_batch_size)
+        return {
+            "": scores["exact_match"].mean().item(),
+            "prob_": float(normalised_prob(scores["log_prob"], scores["n_tokens"]).mean()),
+            "rouge_": mean(rouge_l(p, a)["recall"] for p, a in zip(answers, held["answer"])),
+        }
 
-    before, prob_before = held_scores(model)
+    before = held_scores(model)
     attacked = copy.deepcopy(model)  # once per attack, so the evaluated model is never modified
     attacked.train()
     params = [p for p in attacked.parameters() if p.requires_grad]  # LoRA: the adapters only
@@ -123,12 +144,86 @@ def relearn_attack(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-    after, prob_after = held_scores(attacked)
+    after = held_scores(attacked)
+    out = {}
+    for prefix in before:
+        out |= {
+            f"{prefix}before": before[prefix],
+            f"{prefix}after": after[prefix],
+            f"{prefix}recovery": after[prefix] - before[prefix],
+        }
+    return out
+
+
+def quantized_copy(model, bits: int):
+    """The weights of ``model`` (a guard unwrapped; LoRA adapters merged) reloaded with bitsandbytes in
+    ``bits`` = 8 (LLM.int8) or 4 (NF4, float32 compute); works on CPU.
+
+    Raises:
+        ValueError: ``bits`` is not 8 or 4.
+        TypeError: ``model`` is not a transformers / peft model (nothing to save and reload).
+        ImportError: bitsandbytes is not installed (the ``quant`` extra).
+    """
+    if bits not in QUANT_BITS:
+        raise ValueError(
+            f"bits={bits}: the quantization attack reloads in 8 or 4 bits; pass one of {QUANT_BITS}."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            'The quantization attack needs bitsandbytes: pip install "hf-unlearn[quant]".'
+        ) from err
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    model = weights_of(model)
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(
+            f"The quantization attack saves and reloads the weights; a {type(model).__name__} has no "
+            "save_pretrained. Pass a transformers (or peft) model."
+        )
+    if hasattr(model, "merge_and_unload"):  # a peft model: quantize what it computes
+        model = copy.deepcopy(model).merge_and_unload()
+    config = (
+        BitsAndBytesConfig(load_in_8bit=True)
+        if bits == 8
+        else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return AutoModelForCausalLM.from_pretrained(tmp, quantization_config=config, dtype=torch.float32)
+
+
+def quantization_attack(
+    model,
+    tokenizer,
+    forget: Dataset,
+    bits: tuple[int, ...] = QUANT_BITS,
+    batch_size: int = 64,
+    max_new_tokens: int = 32,
+) -> dict[str, float]:
+    """Forget-set exact match and ROUGE-L recall of the weights reloaded in each of ``bits``:
+    ``quant{b}_forget_em`` and ``quant{b}_forget_rouge`` (compare with the unquantized ``forget_em`` /
+    ``forget_rouge``: a rise means quantization restored forgotten answers)."""
+    out = {}
+    bnb_logger = logging.getLogger("bitsandbytes")  # int8 matmuls log a float16-cast notice on every call
+    level = bnb_logger.level
+    bnb_logger.setLevel(logging.ERROR)
+    try:
+        for b in bits:
+            out |= _quantized_forget_scores(model, tokenizer, forget, b, batch_size, max_new_tokens)
+    finally:
+        bnb_logger.setLevel(level)
+    return out
+
+
+def _quantized_forget_scores(model, tokenizer, forget, bits, batch_size, max_new_tokens) -> dict[str, float]:
+    quantized = quantized_copy(model, bits)
+    em = score_answers(quantized, tokenizer, forget["question"], forget["answer"], batch_size)["exact_match"]
+    answers = generate_answers(quantized, tokenizer, forget["question"], max_new_tokens, batch_size)
     return {
-        "before": before,
-        "after": after,
-        "recovery": after - before,
-        "prob_before": float(prob_before),
-        "prob_after": float(prob_after),
-        "prob_recovery": float(prob_after - prob_before),
+        f"quant{bits}_forget_em": em.mean().item(),
+        f"quant{bits}_forget_rouge": mean(rouge_l(p, a)["recall"] for p, a in zip(answers, forget["answer"])),
     }

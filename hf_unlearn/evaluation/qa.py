@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, framed_ids, tokenize_qa
 from hf_unlearn.evaluation.metrics import mean, rouge_l
+from hf_unlearn.evaluation.mia import next_token_moments
 from hf_unlearn.losses import token_log_probs
 
 
@@ -101,11 +102,23 @@ def generate_continuations(
 
 
 @torch.no_grad()
-def text_token_log_probs(
-    model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 256, desc: str | None = None
-) -> list[torch.Tensor]:
-    """Per-token log-probabilities of each text, framed as in training (BOS + text + EOS, truncated to
-    ``max_length``): one ``(n_i,)`` tensor per text, for membership-inference attacks."""
+def text_token_scores(
+    model,
+    tokenizer,
+    texts: list[str],
+    prompt_lengths: list[int] | None = None,
+    batch_size: int = 64,
+    max_length: int = 256,
+    desc: str | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """Per-token scores of each text, framed as in training (BOS + text + EOS, truncated to ``max_length``), for
+    membership-inference attacks: ``log_prob`` (the token's log-probability), ``mean`` and ``std`` (of the
+    log-probs under the model's next-token distribution, for Min-K %++); one ``(n_i,)`` tensor per text each.
+
+    ``prompt_lengths`` (tokens, BOS included) says how much of each framed text is a prompt; a model with
+    ``accepts_prompt_lengths`` (an ECO ``GuardedModel``) corrupts that part only and never the scored rest.
+    Default: 0 for every text (a raw text has no prompt, so a guard corrupts nothing of it).
+    """
     was_training = model.training
     model.eval()
     collate = PaddingCollator(tokenizer.pad_token_id)
@@ -114,12 +127,18 @@ def text_token_log_probs(
     for text in texts:
         ids = framed_ids(tokenizer, text)[:max_length]
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
-    out: list[torch.Tensor] = []
+    lengths = torch.tensor(prompt_lengths if prompt_lengths is not None else [0] * len(rows))
+    out: dict[str, list[torch.Tensor]] = {"log_prob": [], "mean": [], "std": []}
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None, leave=False):
         batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        extra = {}
+        if getattr(model, "accepts_prompt_lengths", False):
+            extra["prompt_lengths"] = lengths[start : start + batch_size].to(device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
         logps, mask = token_log_probs(logits, batch["labels"])  # (B, T-1)
-        out += [lp[m].cpu() for lp, m in zip(logps, mask)]
+        means, stds = next_token_moments(logits[:, :-1].float().log_softmax(-1))  # (B, T-1) each
+        for key, values in (("log_prob", logps), ("mean", means), ("std", stds)):
+            out[key] += [v[m].cpu() for v, m in zip(values, mask)]
     model.train(was_training)
     return out
 

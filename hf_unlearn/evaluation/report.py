@@ -20,9 +20,15 @@ TABLE_COLUMNS = (
 
 
 def result_rows(results: dict) -> list[tuple[str, dict]]:
-    """``(name, row)`` for the full and gold models, then every unlearning method, in run order."""
+    """``(name, row)`` for the full and gold models, then every unlearning method, in run order. A guarded
+    method (ECO: ``*_api`` keys) gives two rows: ``NAME (weights)`` (the standard keys: what the checkpoint
+    computes) and ``NAME (API)`` (the ``*_api`` keys: what the served, guarded endpoint answers)."""
     rows = [(name, results[name]) for name in ("full", "gold") if name in results]
-    return rows + list(results.get("methods", {}).items())
+    out = []
+    for name, row in rows + list(results.get("methods", {}).items()):
+        api = {k.removesuffix("_api"): v for k, v in row.items() if k.endswith("_api")}
+        out += [(f"{name} (weights)", row), (f"{name} (API)", {**row, **api})] if api else [(name, row)]
+    return out
 
 
 def format_number(value) -> str:
@@ -79,13 +85,64 @@ SUMMARY_AXES = {
 }
 
 
-def markdown_report(models: dict[str, dict], retrained: str, notes: list[str] = ()) -> str:
-    """A Markdown report: one table row per model (the retrained model marked), then ``notes``."""
-    header = "| model | " + " | ".join(REPORT_COLUMNS) + " |"
-    lines = ["# Unlearning evaluation", "", header, "|" + "---|" * (len(REPORT_COLUMNS) + 1)]
+# The gold-free audit (hf-unlearn eval without --retain_model computes these too): membership AUCs against the
+# holdout people, the relearning attack against its held-out control, the quantization attack.
+AUDIT_COLUMNS = (
+    "mia_auc_min_k",
+    "mia_auc_min_k_pp",
+    "mia_auc_loss",
+    "mia_auc_zlib",
+    "forget_paraphrased_em",
+    "forget_perturbed_question_rouge",
+    "relearn_recovery",
+    "relearn_recovery_prob",
+    "relearn_recovery_rouge",
+    "relearn_control_recovery",
+    "relearn_control_recovery_prob",
+    "relearn_control_recovery_rouge",
+    "forget_em",
+    "quant8_forget_em",
+    "quant4_forget_em",
+    "forget_rouge",
+    "quant8_forget_rouge",
+    "quant4_forget_rouge",
+)
+# Through a guard (ECO): the served API's view, reported beside the weights' view.
+API_COLUMNS = (
+    "forget_quality",
+    "model_utility",
+    "privleak",
+    "mia_auc",
+    "forget_em",
+    "retain_em",
+    "forget_rouge",
+)
+
+
+def _table(models: dict[str, dict], columns, retrained: str | None, suffix: str = "") -> list[str]:
+    lines = ["| model | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, row in models.items():
         label = f"{name} (retrained)" if name == retrained else name
-        lines.append(f"| {label} | " + " | ".join(format_number(row.get(c)) for c in REPORT_COLUMNS) + " |")
+        lines.append(f"| {label} | " + " | ".join(format_number(row.get(c + suffix)) for c in columns) + " |")
+    return lines
+
+
+def markdown_report(models: dict[str, dict], retrained: str | None, notes: list[str] = ()) -> str:
+    """A Markdown report: the headline table (the retrained model marked), the gold-free audit table, the API
+    view of guarded models, then for each model what could not be computed and why, its warnings, and ``notes``."""
+    lines = ["# Unlearning evaluation", "", *_table(models, REPORT_COLUMNS, retrained)]
+    lines += ["", "## Gold-free audit", "", *_table(models, AUDIT_COLUMNS, retrained)]
+    guarded = {n: r for n, r in models.items() if any(k.endswith("_api") for k in r)}
+    if guarded:
+        lines += ["", "## Through the guard (the served API; the tables above are the weights)", ""]
+        lines += _table(guarded, API_COLUMNS, None, "_api")
+    for name, row in models.items():
+        details = row.get("details", {})
+        missing = details.get("not_computed", {})
+        if missing or details.get("warnings"):
+            lines += ["", f"### {name}: not computed, warnings", ""]
+            lines += [f"- {key}: {reason}" for key, reason in missing.items()]
+            lines += [f"- warning: {w}" for w in details.get("warnings", [])]
     lines += ["", *notes]
     return "\n".join(lines) + "\n"
 

@@ -1,13 +1,23 @@
-"""The evaluation suite: every TOFU / MUSE metric and probe of one model against the retrained ("gold") model.
+"""The evaluation suite: every TOFU / MUSE metric and probe of one model against the retrained ("gold") model,
+and the gold-free audit for users who cannot retrain.
 
 :func:`evaluate_model` returns a flat result row (the keys of ``hf-unlearn eval``'s results.json) and the raw
 statistics that other models are compared with. Evaluate the retrained model first with ``reference=None``
 (it is its own reference: forget quality 1.0, PrivLeak 0), then pass its statistics as ``reference`` for every
-other model, so the gold model is scored once.
+other model, so the gold model is scored once. Without a retrained model pass ``gold_free=True``: the metrics
+that need it are reported as not computed, the audit (membership AUCs against the holdout people, probes,
+relearning against the held-out control, quantization) is what remains.
 
 Splits (a mapping of name -> ``Dataset``): ``forget`` and ``retain`` QA rows are required; ``holdout`` QA rows
-(never-trained subjects: the non-members of the membership attack), ``real_authors`` and ``world_facts``
-(TOFU's utility sets), ``forget_text`` / ``holdout_text`` (raw text rows) are used when present.
+(never-trained subjects: the non-members of the membership attack, and the relearning control), ``real_authors``
+and ``world_facts`` (TOFU's utility sets), ``forget_text`` / ``holdout_text`` (raw text rows) are used when
+present. A metric that cannot be computed is ``None`` in the row and its reason is in
+``details["not_computed"]``; data problems that bias a metric are in ``details["warnings"]``.
+
+A guarded model (an ECO ``GuardedModel``: it has an ``unguarded`` model) is scored as its users meet it: the
+standard keys are the weights' (white-box: what anyone holding the checkpoint gets; ECO leaves them unchanged),
+and the same metrics through the guard (black-box: what the served API answers) carry an ``_api`` suffix
+(``forget_em_api``, ``privleak_api``, ...). The guard corrupts prompts only, never the answers or texts scored.
 """
 
 from __future__ import annotations
@@ -20,12 +30,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasets import Dataset
 
-from hf_unlearn.data.formats import qa_as_text
+from hf_unlearn.data.formats import answer_text, encode_prompt, qa_as_text
 from hf_unlearn.evaluation.metrics import forget_quality, mean, model_utility, privleak, rouge_l
 from hf_unlearn.evaluation.mia import PRIVLEAK_ATTACK, attack_auc, attack_scores
 from hf_unlearn.evaluation.muse import verbmem
-from hf_unlearn.evaluation.probes import perturbed_questions, relearn_attack
-from hf_unlearn.evaluation.qa import generate_answers, text_token_log_probs
+from hf_unlearn.evaluation.probes import (
+    perturbed_questions,
+    quantization_attack,
+    relearn_attack,
+    weights_of,
+)
+from hf_unlearn.evaluation.qa import generate_answers, text_token_scores
 from hf_unlearn.evaluation.tofu import qa_scores, tofu_stats
 
 logger = logging.getLogger(__name__)
@@ -33,13 +48,25 @@ UTILITY_SETS = ("retain", "real_authors", "world_facts")
 REQUIRED_SPLITS = ("forget", "retain")
 
 
+QA_SPLITS = ("forget", "retain", "holdout", "real_authors", "world_facts")
+GENERATION_MARGIN = 8  # tokens beyond the longest reference answer
+GENERATION_CAP = 256
+NAME_TOKEN_RATIO = 1.2  # warn when holdout names take this many times the forget names' tokens
+NO_GOLD = "no retrained model given (--retain_model)"
+NO_HOLDOUT = "no holdout split (never-trained people) given (--holdout)"
+
+
 @dataclass
 class EvalConfig:
     """How ``hf-unlearn eval`` (and the demo) score a model; defaults suit the tiny embedded models."""
 
     batch_size: int = field(default=64, metadata={"help": "Rows per forward pass / generation batch."})
-    max_new_tokens: int = field(
-        default=32, metadata={"help": "Greedy answer length cap (raise it for long answers, e.g. TOFU: 64)."}
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": f"Greedy answer length cap. Default: the longest reference answer in tokens + "
+            f"{GENERATION_MARGIN}, at most {GENERATION_CAP}, so that no reference answer is cut short."
+        },
     )
     retain_rows: int = field(
         default=400,
@@ -52,15 +79,25 @@ class EvalConfig:
         default=32, metadata={"help": "VerbMem prompt length in tokens (capped at half of each text)."}
     )
     verbmem_max_new_tokens: int = field(default=64, metadata={"help": "VerbMem continuation length."})
-    min_k: float = field(default=0.4, metadata={"help": "Min-K%% Prob fraction (MUSE: 0.4)."})
+    min_k: float = field(default=0.4, metadata={"help": "Min-K%% Prob and Min-K%%++ fraction (MUSE: 0.4)."})
     relearn_steps: int = field(
         default=10,
-        metadata={"help": "Relearning attack: fine-tuning steps on half the forget set (0 = skip)."},
+        metadata={
+            "help": "Relearning attack: fine-tuning steps on half the forget set, and the same on half the "
+            "holdout set as the control (0 = skip)."
+        },
     )
     relearn_learning_rate: float = field(
         default=1e-3, metadata={"help": "Relearning attack: AdamW learning rate."}
     )
     relearn_batch_size: int = field(default=16, metadata={"help": "Relearning attack: rows per step."})
+    quant_bits: list[int] = field(
+        default_factory=lambda: [8, 4],
+        metadata={
+            "help": "Quantization attack: reload the weights with bitsandbytes in these bit widths (8, 4) and "
+            "re-measure forget EM / ROUGE. 0 (or an empty list) skips it."
+        },
+    )
     probes: bool = field(default=True, metadata={"help": "Run the paraphrased / perturbed question probes."})
     seed: int = field(default=0, metadata={"help": "Seed for the probes and the relearning attack."})
 
@@ -82,6 +119,65 @@ def _check(splits: Mapping[str, Dataset]) -> None:
         )
 
 
+def utility_sets(splits: Mapping[str, Dataset]) -> tuple[list[str], str | None]:
+    """The sets TOFU's model utility is computed over (every given one of retain / real_authors / world_facts),
+    or ``([], reason)`` when the retain set, the only one given, has no perturbed answers.
+
+    Raises:
+        ValueError: a given utility set has no ``perturbed_answer`` column while the utility could otherwise be
+            computed (another set has them, or it is real_authors / world_facts, which serve nothing else):
+            leaving it out silently would make "model utility" a different quantity.
+    """
+    given = [s for s in UTILITY_SETS if s in splits]
+    lacking = [s for s in given if "perturbed_answer" not in splits[s].column_names]
+    if not lacking:
+        return given, None
+    if lacking == given == ["retain"]:
+        return [], "not computed — retain rows have no perturbed_answer (TOFU: use retain_perturbed)"
+    raise ValueError(
+        f"Model utility is TOFU's harmonic mean over {given}, but {lacking} have no 'perturbed_answer' column "
+        "(needed for the truth ratio, one of its three numbers), so they would be dropped silently. Give those "
+        "rows perturbed answers (TOFU: retain_perturbed.json, real_authors_perturbed.json, "
+        "world_facts_perturbed.json) or leave the sets out."
+    )
+
+
+def generation_length(tokenizer, splits: Mapping[str, Dataset], config: EvalConfig) -> int:
+    """``config.max_new_tokens`` when set, else the longest reference answer of the QA splits in tokens (EOS
+    included) + :data:`GENERATION_MARGIN`, capped at :data:`GENERATION_CAP`."""
+    if config.max_new_tokens is not None:
+        return config.max_new_tokens
+    answers = [a for s in QA_SPLITS if s in splits for a in splits[s]["answer"]]
+    longest = max(
+        len(tokenizer(answer_text(tokenizer, a), add_special_tokens=False)["input_ids"]) for a in answers
+    )
+    return min(GENERATION_CAP, longest + 1 + GENERATION_MARGIN)
+
+
+def name_token_lengths(tokenizer, names: list[str]) -> float:
+    """Mean number of tokens of ``names`` as they appear inside a sentence (after a space)."""
+    return mean(len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) for n in names)
+
+
+def tokenizer_footing(tokenizer, splits: Mapping[str, Dataset]) -> str | None:
+    """A warning when the holdout people's names tokenize into clearly more tokens than the forget people's
+    (a tokenizer trained without the holdout people): the membership attack then partly detects tokenization,
+    and even a model that never saw the forget people scores an AUC far from 0.5."""
+    if "holdout" not in splits or not all("subject" in splits[s].column_names for s in ("forget", "holdout")):
+        return None
+    forget, holdout = (
+        name_token_lengths(tokenizer, sorted(set(splits[s]["subject"]))) for s in ("forget", "holdout")
+    )
+    if holdout <= NAME_TOKEN_RATIO * forget:
+        return None
+    return (
+        f"holdout names take {holdout:.1f} tokens on average, forget names {forget:.1f}: the tokenizer was trained "
+        "without the holdout people, so the membership attack (mia_auc, privleak) partly measures tokenization. "
+        "Train the tokenizer on every person, holdout included (hf-unlearn demo does; for hf-unlearn train --tiny "
+        "build the tokenizer with the holdout texts and pass --tokenizer_name_or_path)."
+    )
+
+
 def retain_subset(ds: Dataset, rows: int) -> Dataset:
     """At most ``rows`` rows of ``ds`` at evenly spaced positions (all of them when ``rows`` is 0 or more than
     ``len(ds)``), so that every subject of the retain set is represented."""
@@ -90,14 +186,17 @@ def retain_subset(ds: Dataset, rows: int) -> Dataset:
     return ds.select(np.linspace(0, len(ds) - 1, rows).round().astype(int).tolist())
 
 
-def membership_texts(splits: Mapping[str, Dataset], tokenizer, prefix: str) -> list[str]:
-    """The texts a membership attack scores for ``prefix`` (``forget`` or ``holdout``): the QA rows rendered as
-    trained (prompt + answer) and, when given, the raw ``{prefix}_text`` rows."""
+def membership_texts(splits: Mapping[str, Dataset], tokenizer, prefix: str) -> tuple[list[str], list[int]]:
+    """The texts a membership attack scores for ``prefix`` (``forget`` or ``holdout``) and the prompt length of
+    each in tokens: the QA rows rendered as trained (prompt + answer; the prompt is BOS + the formatted question)
+    and, when given, the raw ``{prefix}_text`` rows (no prompt: length 0, nothing for a guard to corrupt)."""
     ds = splits[prefix]
     texts = [qa_as_text(tokenizer, q, a) for q, a in zip(ds["question"], ds["answer"])]
+    lengths = [len(encode_prompt(tokenizer, q)) for q in ds["question"]]
     if f"{prefix}_text" in splits:
-        texts += list(splits[f"{prefix}_text"]["text"])
-    return texts
+        raw = list(splits[f"{prefix}_text"]["text"])
+        texts, lengths = texts + raw, lengths + [0] * len(raw)
+    return texts, lengths
 
 
 def evaluate_model(
@@ -107,28 +206,60 @@ def evaluate_model(
     reference: Reference | None = None,
     config: EvalConfig | None = None,
     progress: bool = True,
+    gold_free: bool = False,
 ) -> tuple[dict, Reference]:
     """Score ``model`` on every metric and probe.
 
     Args:
-        reference: the retrained model's :class:`Reference`; ``None`` when ``model`` *is* the retrained model.
+        reference: the retrained model's :class:`Reference`; ``None`` when ``model`` *is* the retrained model
+            (or when there is none, with ``gold_free``).
+        gold_free: no retrained model exists: forget quality and PrivLeak are not computed, the audit keys are.
 
     Returns:
         The result row (``forget_quality``, ``model_utility``, ``verbmem_forget``, ``knowmem_forget``,
-        ``knowmem_retain``, ``privleak``, ``mia_auc``, ``relearn_recovery``, per-split ``{split}_em`` /
-        ``_rouge`` / ``_prob`` / ``_truth_ratio``, probe keys, and ``details``), and this model's own
+        ``knowmem_retain``, ``privleak``, ``mia_auc`` and ``mia_auc_{min_k,min_k_pp,loss,zlib}``, the
+        relearning keys ``relearn_recovery[_prob|_rouge]`` and ``relearn_control_recovery[_prob|_rouge]``,
+        ``quant{8,4}_forget_{em,rouge}``, per-split ``{split}_em`` / ``_rouge`` / ``_prob`` / ``_truth_ratio``,
+        probe keys, ``*_api`` keys for a guarded model, and ``details``), and this model's own
         :class:`Reference` statistics.
     """
     _check(splits)
     config = config or EvalConfig()
     start = time.perf_counter()
-    kw = {"batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens}
+    weights = weights_of(model)
+    row, own = _score(weights, tokenizer, splits, reference, config, progress, gold_free, attacks=True)
+    if weights is not model:  # a guard: the weights above, the served API below
+        api, _ = _score(model, tokenizer, splits, reference, config, progress, gold_free, attacks=False)
+        row |= {f"{k}_api": v for k, v in api.items() if v is None or isinstance(v, float)}
+        row["details"]["api"] = api["details"]
+        row["details"]["views"] = (
+            "standard keys: the weights (white-box, no guard); *_api keys: through the guard, as the served API "
+            "answers (prompts corrupted, answers and texts scored as they are)"
+        )
+    row["eval_seconds"] = time.perf_counter() - start
+    return row, own
+
+
+def _score(
+    model, tokenizer, splits, reference, config, progress, gold_free, attacks
+) -> tuple[dict, Reference]:
+    """One view of :func:`evaluate_model`; ``attacks`` adds the weight attacks (relearning, quantization)."""
+    max_new_tokens = generation_length(tokenizer, splits, config)
+    kw = {"batch_size": config.batch_size, "max_new_tokens": max_new_tokens}
+    wanted, utility_reason = utility_sets(splits)
 
     def desc(what: str) -> str | None:
         return what if progress else None
 
     row: dict = {}
-    details: dict = {"splits": {}}
+    not_computed: dict[str, str] = {}
+    warnings = [w for w in (tokenizer_footing(tokenizer, splits),) if w]
+    details: dict = {
+        "splits": {},
+        "max_new_tokens": max_new_tokens,
+        "not_computed": not_computed,
+        "warnings": warnings,
+    }
     # TOFU statistics per QA set ------------------------------------------------------------------------------
     forget = qa_scores(model, tokenizer, splits["forget"], desc=desc("forget QA"), **kw)
     retain = qa_scores(
@@ -157,14 +288,21 @@ def evaluate_model(
             row[f"{name}_truth_ratio"] = stats[name]["truth_ratio"]
             split_detail.update({k: stats[name][k] for k in ("prob", "truth_ratio")})
         details["splits"][name] = split_detail
-    utility_sets = [s for s in UTILITY_SETS if s in stats and stats[s]["truth_ratio"] is not None]
-    row["model_utility"] = model_utility({s: stats[s] for s in utility_sets}) if utility_sets else None
-    details["model_utility_sets"] = utility_sets
+        if name in stats and stats[name]["truth_ratio"] is None:
+            not_computed[f"{name}_truth_ratio"] = f"not computed — {name} rows have no perturbed_answer"
+    row["model_utility"] = model_utility({s: stats[s] for s in wanted}) if wanted else None
+    if utility_reason:
+        not_computed["model_utility"] = utility_reason
+    details["model_utility_sets"] = row["model_utility_sets"] = wanted
     own_ratios = stats["forget"]["truth_ratios"]
     ref_ratios = own_ratios if reference is None else reference.forget_truth_ratios
-    row["forget_quality"] = (
-        None if own_ratios is None or ref_ratios is None else forget_quality(own_ratios, ref_ratios)
-    )
+    row["forget_quality"] = None
+    if own_ratios is None:
+        not_computed["forget_quality"] = "not computed — forget rows have no perturbed_answer"
+    elif gold_free:
+        not_computed["forget_quality"] = f"not computed — {NO_GOLD}"
+    elif ref_ratios is not None:
+        row["forget_quality"] = forget_quality(own_ratios, ref_ratios)
     # MUSE ---------------------------------------------------------------------------------------------------
     row["knowmem_forget"] = mean(forget["rouge_f1"])
     row["knowmem_retain"] = mean(retain["rouge_f1"])
@@ -176,6 +314,10 @@ def evaluate_model(
             for q, a in zip(splits["forget"]["question"], splits["forget"]["answer"])
         ]
     )
+    if "forget_text" not in splits:
+        warnings.append(
+            "verbmem_forget: no forget_text split; VerbMem continues the forget QA rendered as text"
+        )
     row["verbmem_forget"] = verbmem(
         model,
         tokenizer,
@@ -189,17 +331,26 @@ def evaluate_model(
     if "holdout" in splits:
         scores = {}
         for prefix in ("forget", "holdout"):
-            group = membership_texts(splits, tokenizer, prefix)
-            logps = text_token_log_probs(
-                model, tokenizer, group, config.batch_size, desc=desc(f"MIA {prefix}")
+            group, prompt_lengths = membership_texts(splits, tokenizer, prefix)
+            tokens = text_token_scores(
+                model, tokenizer, group, prompt_lengths, config.batch_size, desc=desc(f"MIA {prefix}")
             )
-            scores[prefix] = attack_scores(logps, group, min_k=config.min_k)
+            moments = list(zip(tokens["mean"], tokens["std"]))
+            scores[prefix] = attack_scores(tokens["log_prob"], group, config.min_k, moments)
         aucs = {a: attack_auc(scores["forget"][a], scores["holdout"][a]) for a in scores["forget"]}
+    else:
+        not_computed["mia_auc"] = f"not computed — {NO_HOLDOUT}"
     row["mia_auc"] = aucs.get(PRIVLEAK_ATTACK)
-    if reference is None:  # the retrained model against itself: no leak by definition
+    row |= {f"mia_auc_{a}": v for a, v in aucs.items()}
+    if gold_free:
+        leaks = {}
+        not_computed["privleak"] = f"not computed — {NO_GOLD}"
+    elif reference is None:  # the retrained model against itself: no leak by definition
         leaks = {a: 0.0 for a in aucs}
     else:
         leaks = {a: privleak(aucs[a], reference.mia_auc[a]) for a in aucs if a in reference.mia_auc}
+    if not aucs:
+        not_computed["privleak"] = f"not computed — {NO_HOLDOUT}"
     row["privleak"] = leaks.get(PRIVLEAK_ATTACK)
     details["mia_auc"] = aucs
     details["privleak"] = leaks
@@ -218,38 +369,83 @@ def evaluate_model(
             )
             row["forget_paraphrased_em"] = float(para["em"].mean())
             row["forget_paraphrased_rouge"] = mean(para["rouge_recall"])
+        else:
+            for key in ("forget_paraphrased_em", "forget_paraphrased_rouge"):
+                not_computed[key] = "not computed — forget rows have no paraphrased_question"
         try:
             questions = perturbed_questions(forget_ds, config.seed)
         except ValueError as err:  # no perturbed_question / subject column, or a subject not in its question
-            logger.warning("Skipping the perturbed-question probe: %s", err)
-            details["skipped_probes"] = {"perturbed_questions": str(err)}
+            not_computed["forget_perturbed_question_rouge"] = f"not computed — {err}"
         else:
             answers = generate_answers(
-                model,
-                tokenizer,
-                questions,
-                config.max_new_tokens,
-                config.batch_size,
-                desc("perturbed questions"),
+                model, tokenizer, questions, max_new_tokens, config.batch_size, desc("perturbed questions")
             )
             row["forget_perturbed_question_rouge"] = mean(
                 rouge_l(p, a)["recall"] for p, a in zip(answers, forget_ds["answer"])
             )
     relearn = None
-    if config.relearn_steps > 0:
-        relearn = relearn_attack(
-            model,
-            tokenizer,
-            forget_ds,
-            config.relearn_steps,
-            config.relearn_learning_rate,
-            config.relearn_batch_size,
-            config.seed,
-            config.batch_size,
+    if attacks:
+        relearn = _relearn(
+            model, tokenizer, splits, reference, gold_free, config, max_new_tokens, row, details, not_computed
         )
-        gold = relearn if reference is None else reference.relearn
-        details["relearn"] = {**relearn, **({f"retrained_{k}": v for k, v in gold.items()} if gold else {})}
-    row["relearn_recovery"] = None if relearn is None else relearn["recovery"]
-    row["eval_seconds"] = time.perf_counter() - start
+        _quantization(model, tokenizer, forget_ds, config, max_new_tokens, row, not_computed)
+    for key, reason in not_computed.items():
+        logger.warning("%s: %s", key, reason)
+    for warning in warnings:
+        logger.warning("%s", warning)
     row["details"] = details
     return row, Reference(own_ratios, aucs, relearn)
+
+
+RELEARN_VIEWS = {"recovery": "", "prob_recovery": "_prob", "rouge_recovery": "_rouge"}
+
+
+def _relearn(
+    model, tokenizer, splits, reference, gold_free, config, max_new_tokens, row, details, not_computed
+):
+    """The relearning attack on the forget people and, as the control, on the holdout people; the retrained
+    model's numbers under the same attack come from ``reference`` (``None``: ``model`` is the retrained one,
+    unless ``gold_free``)."""
+    keys = [
+        f"relearn{infix}_recovery{suffix}" for infix in ("", "_control") for suffix in RELEARN_VIEWS.values()
+    ]
+    row |= dict.fromkeys(keys)
+    if config.relearn_steps <= 0:
+        for key in keys:
+            not_computed[key] = "not computed — relearn_steps is 0"
+        return None
+    attack = {
+        "steps": config.relearn_steps,
+        "learning_rate": config.relearn_learning_rate,
+        "batch_size": config.relearn_batch_size,
+        "seed": config.seed,
+        "eval_batch_size": config.batch_size,
+        "max_new_tokens": max_new_tokens,
+    }
+    relearn = relearn_attack(model, tokenizer, splits["forget"], **attack)
+    row |= {f"relearn_recovery{suffix}": relearn[k] for k, suffix in RELEARN_VIEWS.items()}
+    control = None
+    if "holdout" in splits and len(splits["holdout"]) >= 2:
+        control = relearn_attack(model, tokenizer, splits["holdout"], **attack)
+        row |= {f"relearn_control_recovery{suffix}": control[k] for k, suffix in RELEARN_VIEWS.items()}
+    else:
+        for suffix in RELEARN_VIEWS.values():
+            not_computed[f"relearn_control_recovery{suffix}"] = f"not computed — {NO_HOLDOUT}"
+    gold = None if gold_free else relearn if reference is None else reference.relearn
+    details["relearn"] = {
+        **relearn,
+        **({f"control_{k}": v for k, v in control.items()} if control else {}),
+        **({f"retrained_{k}": v for k, v in gold.items()} if gold else {}),
+    }
+    return relearn
+
+
+def _quantization(model, tokenizer, forget, config, max_new_tokens, row, not_computed) -> None:
+    """The quantization attack's ``quant{b}_forget_em`` / ``_rouge`` keys (or the reason they are missing)."""
+    bits = tuple(b for b in config.quant_bits if b != 0)
+    keys = [f"quant{b}_forget_{m}" for b in bits for m in ("em", "rouge")]
+    try:
+        row |= quantization_attack(model, tokenizer, forget, bits, config.batch_size, max_new_tokens)
+    except (ImportError, TypeError) as err:  # no bitsandbytes, or weights that cannot be saved and reloaded
+        row |= dict.fromkeys(keys)
+        not_computed |= {k: f"not computed — {err}" for k in keys}

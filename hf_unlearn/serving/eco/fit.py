@@ -279,7 +279,13 @@ def unseen_prompt_rates(guard: ECOGuard, data: DatasetDict) -> dict:
 
 
 def eco_demo(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int):
-    """Demo row ``eco``: guard the full model; target = its answer probability on the held-out (never-seen) people."""
+    """Demo row ``eco``: guard the full model; target = its answer probability on the held-out (never-seen) people.
+
+    Returns the :class:`GuardedModel`; the evaluation suite scores it in both views: the weights (the full
+    model's, unchanged by ECO) under the standard keys (``privleak``, ``forget_em``, ...) and the served API
+    through the guard under ``*_api`` keys (``privleak_api``, ``forget_em_api``, ...). The demo table shows both
+    rows, ``eco (weights)`` and ``eco (API)``.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(full_model_dir)

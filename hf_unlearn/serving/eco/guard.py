@@ -304,8 +304,12 @@ class GuardedModel(torch.nn.Module):
 
     ``forward`` and ``generate`` take the usual ``input_ids`` / ``attention_mask``; the attended tokens of each
     row are its prompt unless ``prompt_lengths`` (``(B,)``, the first that many attended tokens) says where the
-    prompt ends — teacher-forced scorers pass it so that answers are never corrupted. Flagged rows run on
-    corrupted ``inputs_embeds``; ``generate`` returns prompt + new tokens like ``model.generate(input_ids=...)``.
+    prompt ends — teacher-forced scorers pass it so that answers are never corrupted; a row whose prompt is empty
+    (length 0: a raw text scored as it is) is never classified nor corrupted. Flagged rows run on corrupted
+    ``inputs_embeds``; ``generate`` returns prompt + new tokens like ``model.generate(input_ids=...)``.
+
+    The guard lives in the serving path only: :attr:`unguarded` is the wrapped model itself, the weights that a
+    white-box attacker (the relearning and quantization attacks of the evaluation suite) holds.
     """
 
     accepts_prompt_lengths = True
@@ -318,6 +322,11 @@ class GuardedModel(torch.nn.Module):
     @property
     def config(self):
         return self.model.config
+
+    @property
+    def unguarded(self):
+        """The wrapped model: what the weights compute without the guard (the white-box view)."""
+        return self.model
 
     def guarded_embeds(
         self,
@@ -335,7 +344,10 @@ class GuardedModel(torch.nn.Module):
             pos = mask[b].nonzero().squeeze(-1)
             positions.append(pos if prompt_lengths is None else pos[: int(prompt_lengths[b])])
         prompts = [input_ids[b, pos].tolist() for b, pos in enumerate(positions)]
-        flags = self.guard.flags(prompts)
+        asked = [i for i, ids in enumerate(prompts) if ids]  # an empty prompt is never flagged
+        flags = [False] * len(prompts)
+        for i, flagged in zip(asked, self.guard.flags([prompts[i] for i in asked]) if asked else []):
+            flags[i] = bool(flagged)
         rows = []
         for b, (pos, ids, flagged) in enumerate(zip(positions, prompts, flags)):
             row = embeds[b]
