@@ -137,7 +137,7 @@ CASES = [
 ]  # fmt: skip
 
 PUSH_CASES = [
-    ("push-guard-is-a-model-dir", lambda i: ["--guard", i.model], "holds a model"),
+    ("push-guard-is-a-model-dir", lambda i: ["--guard", i.model, "--allow-guard-upload"], "holds a model"),
     ("push-eval-missing-folder", lambda i: ["--eval", str(Path(i.file("report.md", "x")).parent / "ev")],
      "is not a directory"),
     ("push-eval-folder-without-results-json", lambda i: ["--eval", _folder(i.tmp / "ev", "report.md")],
@@ -181,7 +181,9 @@ def test_bad_push_stages_nothing(extra, message, tmp_path, capsys):
     model = inputs.model
     (Path(model) / "tokenizer_config.json").write_text("{}")
     staging = tmp_path / "staging"
+    forget = write_jsonl(tmp_path / "forget.jsonl", QA[:2])  # the model has no scan record: scan for these rows
     argv = ["push", "--model", model, "--repo-id", "me/model", "--dry-run", "--staging", str(staging)]
+    argv += ["--forget-data", str(forget)]
     code, err = run([*argv, *extra(inputs)], capsys)
     assert code == 2 and message in err, err
     assert not staging.exists() and not (tmp_path / "staging.tmp").exists()
