@@ -235,11 +235,14 @@ class MentionClassifier:
 
 
 def captured_inputs_embeds(model):
-    """Record the ``inputs_embeds`` that each call of ``model`` receives."""
+    """Record the ``inputs_embeds`` of each call of ``model`` that is given embeddings (not token ids)."""
     seen = []
-    model.register_forward_pre_hook(
-        lambda m, a, kw: seen.append(kw["inputs_embeds"].detach()), with_kwargs=True
-    )
+
+    def hook(module, args, kwargs):
+        if kwargs.get("inputs_embeds") is not None:
+            seen.append(kwargs["inputs_embeds"].detach())
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
     return seen
 
 
@@ -269,7 +272,8 @@ def test_guarded_model_corrupts_flagged_prompts_and_never_the_scored_answers(
             prompt_lengths=torch.tensor(n_prompt),
         ).logits
         plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    fed = seen[-2]  # the guarded call's embeddings (the plain call ran on input_ids)
+    assert len(seen) == 1  # the guarded call ran on embeddings, the plain call on token ids
+    fed = seen[0]
     p, n = n_prompt[0], len(rows[0]["input_ids"])
     assert not torch.allclose(fed[0, :p], clean[0, :p])  # the flagged prompt is corrupted ...
     torch.testing.assert_close(fed[0, :p], guard.corrupt_embeds(rows[0]["input_ids"][:p], clean[0, :p]))
@@ -390,6 +394,8 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
 
     # the decision cache stays bounded and evicting never changes a decision
     guard.cache_size = 2
+    guard._flag_cache.clear()  # the scoring above filled it; the bound applies as new prompts come in
     prompts = [forget_prompt, retain_prompt, format_prompt(tok, retain[1]["question"])]
     assert guard.flags(prompts) == [True, False, False]
     assert len(guard._flag_cache) == 2
+    assert guard.flags(prompts) == [True, False, False]  # evicted prompts are classified again, the same way
