@@ -8,12 +8,21 @@ trained on forget + retain (the *full* model) and on retain only (the *gold*, re
 wall time divided by the gold model's training time is its *cost relative to retraining*.
 
     python benchmarks/run_all.py            # full run -> benchmarks/results/{<setting>.json,table.md,pareto.png}
-    python benchmarks/run_all.py --quick    # <= 20 min on 2 CPU cores -> benchmarks/results/quick/
+    python benchmarks/run_all.py --quick    # small preset -> benchmarks/results/quick/
+    python benchmarks/run_all.py --smoke    # minutes: end-to-end check of the machinery, numbers meaningless
+
+Every setting runs once per ``--seeds`` (default 0 1 2; the seed changes the data order and initialisation, and
+on the embedded default the forget/retain split of people) and its JSON holds, per model, ``<metric>_mean``,
+``<metric>_sd``, ``n_seeds`` and the per-seed values (:func:`hf_unlearn.seeds.aggregate_results`); the table
+prints mean ± sd.
 
 TOFU (``--tofu-dir``, default ``../shared/data/tofu`` beside the checkout) is read by path. Each TOFU author
-owns 20 consecutive rows of ``retain90 + forget10``; the first ``--tofu-holdout-authors`` authors are never
-trained on (the holdout for membership attacks), all three forget splits share one full model, and with
-``--tofu-retain-authors N`` only N retain authors are used (bounded training, also ``--tofu-epochs``). The tiny
+owns 20 consecutive rows of ``retain90 + forget10``; the last ``--tofu-holdout-authors`` authors of retain90 are
+never trained on (the holdout for membership attacks), all three forget splits share one full model, and with
+``--tofu-retain-authors N`` only the first N retain authors are used (bounded training, also ``--tofu-epochs``).
+Model utility is TOFU's: retain (the retained authors' rows of ``retain_perturbed.json``, with perturbed
+answers; TOFU's 400 rows cover retain90's first 20 authors), real authors and world facts; each setting's JSON
+names the sets in ``utility_sets``. The tiny
 model needs about 30 epochs to memorise TOFU answers: on 12 authors, 30 epochs gave the full model forget EM
 0.80 / ROUGE-L 0.67 against the retrained model's 0.00 / 0.10; at 8 epochs both were near 0.
 
@@ -39,6 +48,7 @@ from hf_unlearn import demo
 from hf_unlearn.data.synthetic import synthetic_splits
 from hf_unlearn.hub import METRICS
 from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.seeds import aggregate_results, environment, mean_sd_table
 
 logger = logging.getLogger("run_all")
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +77,19 @@ PRESETS = {
         "tofu_epochs": 30,
         "eval_rows": 100,
     },
+    "smoke": {
+        "settings": ["default", "tofu_forget01"],
+        "modes": ["full"],
+        "people": 10,
+        "holdout": 2,
+        "base_epochs": 2,
+        "tofu_holdout_authors": 1,
+        "tofu_retain_authors": 2,
+        "tofu_epochs": 1,
+        "eval_rows": 8,
+    },
 }
+DEFAULT_SEEDS = (0, 1, 2)
 EXTRA_COLUMNS = ("seconds", "cost_vs_retrain")
 DEFAULT_EVALUATOR = "hf_unlearn.demo:evaluate_row"
 LORA_R = 8
@@ -133,21 +155,27 @@ def tofu_splits(
     retain_authors: int | None = None,
     pool_forget_split: str = "forget10",
 ) -> DatasetDict:
-    """forget / retain / holdout (+ ``_text`` per author) and the real_authors / world_facts utility sets for
-    one TOFU forget split, read by path.
+    """forget / retain / holdout (+ ``_text`` per author), ``retain_perturbed`` and the real_authors /
+    world_facts utility sets for one TOFU forget split, read by path.
 
-    The pool is ``retain90 + forget10`` (the original author order), cut to the first ``holdout_authors``
-    (holdout), the next ``retain_authors`` (all when None) and the authors of ``pool_forget_split`` (the
-    largest forget split benchmarked; forget01 is in forget05, which is in forget10). The forget split's
-    authors are forgotten and the other pool authors retained, so the forget splits share one full model.
+    The pool is ``retain90 + forget10`` (the original author order), cut to the last ``holdout_authors`` of
+    retain90 (holdout), its first ``retain_authors`` (all others when None) and the authors of
+    ``pool_forget_split`` (the largest forget split benchmarked; forget01 is in forget05, which is in forget10).
+    The forget split's authors are forgotten and the other pool authors retained, so the forget splits share one
+    full model. ``retain_perturbed`` is the rows of TOFU's ``retain_perturbed.json`` about retained authors (with
+    ``perturbed_answer``: the retain part of model utility).
     """
     retain90, pool_forget, forget = (
         json.loads((tofu_dir / f"{name}.json").read_text())
         for name in ("retain90", pool_forget_split, forget_split)
     )
     others = _author_blocks(retain90)
-    stop = None if retain_authors is None else holdout_authors + retain_authors
-    holdout, kept = others[:holdout_authors], others[holdout_authors:stop] + _author_blocks(pool_forget)
+    if holdout_authors < 1 or holdout_authors >= len(others):
+        raise ValueError(
+            f"holdout_authors={holdout_authors}; pass 1 to {len(others) - 1} (retain90 has {len(others)})."
+        )
+    holdout, others = others[-holdout_authors:], others[:-holdout_authors]
+    kept = others[:retain_authors] + _author_blocks(pool_forget)
     forget_questions = {r["question"] for r in forget}
     forget_authors = [a for a in kept if a[0]["question"] in forget_questions]
     retain = [a for a in kept if a[0]["question"] not in forget_questions]
@@ -159,6 +187,7 @@ def tofu_splits(
             f"{pool_forget_split}; pass the original TOFU files and a pool split that contains the forget split."
         )
     return DatasetDict(
+        retain_perturbed=_perturbed_rows(tofu_dir / "retain_perturbed.json", retain, len(forget_authors)),
         forget=_with_author(forget_authors, 0, tuple(forget[0])),
         retain=_with_author(retain, len(forget_authors)),
         holdout=_with_author(holdout, len(forget_authors) + len(retain)),
@@ -173,15 +202,40 @@ def tofu_splits(
     )
 
 
-def _cap(data: DatasetDict, rows: int, seed: int) -> DatasetDict:
-    """``data`` with its QA evaluation splits cut to at most ``rows`` rows each (a fixed random subset); the
-    text splits (used for VerbMem and membership attacks) are kept whole."""
-    return DatasetDict(
+def _perturbed_rows(path: Path, authors: list[list[dict]], offset: int) -> Dataset:
+    """The rows of a TOFU ``*_perturbed.json`` file that are one of ``authors``' QA pairs (same question and
+    answer; numbered from ``offset`` as in :func:`_with_author`), with that ``author`` column; TOFU's columns
+    kept."""
+    author_of = {
+        (r["question"], r["answer"]): f"author-{offset + i}" for i, a in enumerate(authors) for r in a
+    }
+    rows = [r for r in json.loads(path.read_text()) if (r["question"], r["answer"]) in author_of]
+    return Dataset.from_list([{**r, "author": author_of[r["question"], r["answer"]]} for r in rows])
+
+
+def evaluation_splits(data: DatasetDict, rows: int, seed: int) -> tuple[DatasetDict, dict]:
+    """The splits models are scored on, and the utility sets used (``name -> source``).
+
+    QA evaluation splits are cut to at most ``rows`` rows each (a fixed random subset); the text splits (used
+    for VerbMem and membership attacks) and the TOFU utility sets are kept whole. Where ``data`` has a
+    ``retain_perturbed`` split (TOFU), it is the retain set scored, so that model utility covers retain, real
+    authors and world facts as TOFU defines it.
+    """
+    splits = dict(data)
+    retain_source = "retain"
+    if "retain_perturbed" in splits:
+        splits["retain"], retain_source = splits.pop("retain_perturbed"), "retain_perturbed"
+    capped = DatasetDict(
         {
             s: ds.shuffle(seed=seed).select(range(min(rows, len(ds)))) if s in demo.EVAL_SPLITS else ds
-            for s, ds in data.items()
+            for s, ds in splits.items()
         }
     )
+    utility = {"retain": f"{retain_source} ({len(capped['retain'])} rows)"}
+    utility.update(
+        {s: f"{s} ({len(capped[s])} rows)" for s in ("real_authors", "world_facts") if s in capped}
+    )
+    return capped, utility
 
 
 def lora_kwargs(spec: str, lora_r: int = LORA_R) -> dict | None:
@@ -226,11 +280,13 @@ def run_setting(
     ``overrides`` maps a row (``"<method>"`` or ``"<method>/lora"``) to extra keyword arguments for its method
     function (see :func:`row_overrides`); they are recorded in the row as ``overrides``."""
     tokenizer = demo.build_tokenizer(data, base_dir / "tokenizer")
-    eval_data = _cap(data, eval_rows, seed)
+    eval_data, utility_sets = evaluation_splits(data, eval_rows, seed)
     results: dict = {
         "setting": name,
+        "seed": seed,
         "sizes": {split: len(ds) for split, ds in data.items()},
         "eval_rows": {split: len(ds) for split, ds in eval_data.items()},
+        "utility_sets": utility_sets,
         "evaluator": evaluator,
         "methods": {},
     }
@@ -283,31 +339,25 @@ def pareto_point(row: dict, gold: dict, reported: bool | None = None) -> tuple[f
     return x, row["retain_rouge"], "1 - |forget ROUGE-L - retrained's| (proxy)", "retain ROUGE-L (proxy)"
 
 
+def means(row: dict) -> dict:
+    """``metric -> mean over the seeds`` of an aggregated row."""
+    return {k.removesuffix("_mean"): v for k, v in row.items() if k.endswith("_mean")}
+
+
 def _columns(rows: list[dict]) -> list[str]:
-    keys = {
-        k for row in rows for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    ordered = [k for k in METRICS if k in keys]
-    return ordered + [k for k in EXTRA_COLUMNS if k in keys]
+    keys = {k for row in rows for k in means(row)}
+    return [k for k in (*METRICS, *EXTRA_COLUMNS) if k in keys]
 
 
 def markdown_table(all_results: list[dict]) -> str:
-    """One Markdown table per setting: full, gold, then every method (failures shown with their error)."""
+    """One Markdown table per setting: full, gold, then every method, each cell mean ± sd over the seeds
+    (a model that failed on every seed shows its error)."""
     out = []
     for res in all_results:
-        rows = [("full (original)", res["full"]), ("gold (retrained)", res["gold"]), *res["methods"].items()]
-        cols = _columns([r for _, r in rows])
-        out += [f"### {res['setting']}", "", "| model | " + " | ".join(cols) + " |"]
-        out.append("|---" * (len(cols) + 1) + "|")
-        for name, row in rows:
-            if "error" in row:
-                out.append(
-                    f"| {name} | failed: {row['error'][:80].replace('|', '/')} |" + " |" * (len(cols) - 1)
-                )
-                continue
-            cells = [f"{row[c]:.3g}" if isinstance(row.get(c), (int, float)) else "-" for c in cols]
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
-        out.append("")
+        rows = [res["full"], res["gold"], *res["methods"].values()]
+        seeds = " ".join(str(s) for s in res["seeds"])
+        out += [f"### {res['setting']} (mean ± sd over seeds {seeds})", ""]
+        out += [mean_sd_table(res, _columns(rows)), ""]
     return "\n".join(out)
 
 
@@ -320,9 +370,11 @@ def pareto_plot(all_results: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(all_results), figsize=(5 * len(all_results), 4.5), squeeze=False)
     for ax, res in zip(axes[0], all_results):
-        gold = res["gold"]
-        points = [("full", res["full"], None), ("gold", gold, 1.0)]
-        points += [(k, r, r["cost_vs_retrain"]) for k, r in res["methods"].items() if "error" not in r]
+        gold = means(res["gold"])
+        points = [("full", means(res["full"]), None), ("gold", gold, 1.0)]
+        points += [
+            (k, means(r), r["cost_vs_retrain_mean"]) for k, r in res["methods"].items() if r["n_seeds"]
+        ]
         reported = all(has_reported_axes(row) for _, row, _ in points)  # one pair of axes per panel
         for name, row, cost in points:
             x, y, xlabel, ylabel = pareto_point(row, gold, reported)
@@ -360,7 +412,7 @@ def setting_inputs(
     quiet = {"save_strategy": "no", "disable_tqdm": True, "logging_steps": 10_000}
     if setting == "default":
         data = synthetic_splits(n_people=people, n_holdout=holdout, forget_pct=10, seed=seed)
-        base_dir = work / f"default-p{people}-h{holdout}-e{base_epochs}"
+        base_dir = work / f"default-p{people}-h{holdout}-e{base_epochs}-s{seed}"
         epochs = {} if base_epochs is None else {"num_train_epochs": base_epochs}
         return data, base_dir, base_dir, {**quiet, **epochs}, True
     if setting.startswith("tofu_"):
@@ -368,7 +420,7 @@ def setting_inputs(
         pool = max(s for s in settings if s.startswith("tofu_")).removeprefix("tofu_")
         data = tofu_splits(tofu_dir, split, tofu_holdout_authors, tofu_retain_authors, pool)
         retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
-        base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}"
+        base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}-s{seed}"
         return data, base_dir, base_dir / split, {**quiet, "num_train_epochs": tofu_epochs}, False
     raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")
 
@@ -380,7 +432,7 @@ def run_all(
     settings: list[str],
     methods: list[str],
     modes: list[str],
-    seed: int,
+    seeds: list[int],
     evaluator: str,
     tofu_dir: Path,
     eval_rows: int,
@@ -388,13 +440,14 @@ def run_all(
     tuning_file: Path | None = TUNING_FILE,
     **sizes,
 ) -> list[dict]:
-    """Run every setting, write ``out/<setting>.json``, ``out/table.md`` and ``out/pareto.png``.
+    """Run every setting once per seed, write ``out/<setting>.json`` (aggregated over the seeds, see
+    :func:`hf_unlearn.seeds.aggregate_results`), ``out/table.md`` (mean ± sd) and ``out/pareto.png`` (means).
 
     ``sizes`` are :func:`setting_inputs`' data sizes and epoch bounds (``people``, ``holdout``, ``base_epochs``,
     ``tofu_holdout_authors``, ``tofu_retain_authors``, ``tofu_epochs``).
 
     Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
-    data sizes and epoch bound, so changing those trains new ones.
+    data sizes, epoch bound and seed, so changing those trains new ones.
     """
     start = time.perf_counter()
     if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
@@ -403,24 +456,34 @@ def run_all(
         )
     all_results = []
     for setting in settings:
-        data, base_dir, setting_dir, overrides, with_texts = setting_inputs(
-            setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
-        )
-        res = run_setting(
-            setting,
-            data,
-            base_dir,
-            setting_dir,
-            methods=methods,
-            modes=modes,
-            seed=seed,
-            evaluator=evaluator,
-            eval_rows=eval_rows,
-            base_overrides=overrides,
-            with_texts=with_texts,
-            lora_r=lora_r,
-            overrides=row_overrides(setting, tuning_file),
-        )
+        per_seed = []
+        for seed in seeds:
+            data, base_dir, setting_dir, overrides, with_texts = setting_inputs(
+                setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
+            )
+            per_seed.append(
+                run_setting(
+                    setting,
+                    data,
+                    base_dir,
+                    setting_dir,
+                    methods=methods,
+                    modes=modes,
+                    seed=seed,
+                    evaluator=evaluator,
+                    eval_rows=eval_rows,
+                    base_overrides=overrides,
+                    with_texts=with_texts,
+                    lora_r=lora_r,
+                    overrides=row_overrides(setting, tuning_file),
+                )
+            )
+        first = per_seed[0]
+        res = {
+            **{k: first[k] for k in ("setting", "sizes", "eval_rows", "utility_sets", "evaluator")},
+            **aggregate_results(per_seed, seeds),
+            "environment": environment(),
+        }
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)
     (out / "table.md").write_text(markdown_table(all_results))
@@ -439,7 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="Small preset: <= 20 min on 2 CPU cores.")
+    preset_flag = parser.add_mutually_exclusive_group()
+    preset_flag.add_argument(
+        "--quick", action="store_true", help="Small preset (fewer people, TOFU forget01)."
+    )
+    preset_flag.add_argument(
+        "--smoke",
+        action="store_true",
+        help="Tiny preset that checks the whole pipeline end to end in minutes; its numbers mean nothing.",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="Results dir (default benchmarks/results[/quick])."
     )
@@ -455,7 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="full and/or lora (quick: full only).",
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of data, base models and methods.")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        help="Seeds of data, base models and methods; every setting runs once per seed (default: 0 1 2).",
+    )
     parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
     parser.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
     parser.add_argument(
@@ -475,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("tofu-retain-authors", int), ("tofu-epochs", float), ("eval-rows", int)):  # fmt: skip
         parser.add_argument(f"--{name}", type=kind, default=None, help="Override the preset's value.")
     args = parser.parse_args(argv)
-    preset = dict(PRESETS["quick" if args.quick else "full"])
+    preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    preset = dict(PRESETS[preset_name])
     for key in preset:
         if getattr(args, key, None) is not None:
             preset[key] = getattr(args, key)
@@ -483,17 +561,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(methods) - set(demo.DEMO_METHODS))
     if unknown:
         parser.error(f"unknown method(s) {unknown}; registered: {sorted(demo.DEMO_METHODS)}")
-    suffix = "quick" if args.quick else ""
+    suffix = "" if preset_name == "full" else preset_name
     out = args.out or ROOT / "benchmarks" / "results" / suffix
-    work = args.work or ROOT / "runs" / ("benchmarks-quick" if args.quick else "benchmarks")
+    work = args.work or ROOT / "runs" / f"benchmarks-{suffix}".rstrip("-")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = run_all(
-        out, work, methods=methods, seed=args.seed, evaluator=args.evaluator,
+        out, work, methods=methods, seeds=args.seeds, evaluator=args.evaluator,
         tofu_dir=args.tofu_dir, lora_r=args.lora_r, tuning_file=args.tuning, **preset,
     )  # fmt: skip
     print(markdown_table(results))
     print(f"Wrote {out}/{{{','.join(r['setting'] for r in results)}}}.json, table.md, pareto.png")
-    return int(any("error" in r for res in results for r in res["methods"].values()))
+    return int(any(r.get("n_failed") for res in results for r in res["methods"].values()))
 
 
 if __name__ == "__main__":

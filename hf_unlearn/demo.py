@@ -8,6 +8,10 @@
    KnowMem, PrivLeak, probes) plus exact match and ROUGE-L, print the table, write ``DIR/results.json``.
 
 Finished stages are reused when the demo is run again on the same ``DIR`` (``--overwrite`` retrains).
+``results.json`` records the seed, the package versions and the CPU it ran on. One seed is one run: with
+``--seeds 0 1 2`` each seed runs in ``DIR/seed-<s>`` (the seed changes the forget/retain split of people, the
+initialisation and the data order) and ``DIR/results_seeds.json`` holds every model's ``<metric>_mean``,
+``<metric>_sd``, ``n_seeds`` and per-seed rows.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from hf_unlearn.evaluation.report import text_table
 from hf_unlearn.evaluation.suite import EvalConfig, Reference, evaluate_model
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
+from hf_unlearn.seeds import aggregate_results, environment, mean_sd_table
 from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
 
 logger = logging.getLogger(__name__)
 EVAL_SPLITS = ("forget", "retain", "holdout")
+SEEDS_FILE = "results_seeds.json"
+SEEDS_TABLE_COLUMNS = ("forget_quality", "model_utility", "privleak", "forget_em", "retain_em", "holdout_em")
 DEMO_EVAL_CONFIG = EvalConfig()
 
 # Unlearning methods in the demo: name -> "module:function". The function has the signature
@@ -124,6 +131,8 @@ def run_demo(
     write_synthetic(out / "data", n_people=n_people, n_holdout=n_holdout, forget_pct=forget_pct, seed=seed)
     tokenizer = build_tokenizer(data, out / "tokenizer")
     results: dict = {
+        "seed": seed,
+        "environment": environment(),
         "config": {
             "n_people": n_people,
             "n_holdout": n_holdout,
@@ -160,6 +169,14 @@ def run_demo(
     return results
 
 
+def run_demo_seeds(out: Path, seeds: list[int], **kwargs) -> dict:
+    """:func:`run_demo` once per seed (into ``out/seed-<s>``), aggregated into ``out/results_seeds.json``."""
+    per_seed = [run_demo(out / f"seed-{seed}", seed=seed, **kwargs) for seed in seeds]
+    summary = {**aggregate_results(per_seed, seeds), "environment": per_seed[0]["environment"]}
+    write_json_atomic(out / SEEDS_FILE, summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hf-unlearn demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -182,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed for data and training (default: 0).")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Run once per seed (DIR/seed-<s>) and write mean and sd over them to DIR/results_seeds.json.",
+    )
+    parser.add_argument(
         "--methods",
         nargs="*",
         default=None,
@@ -195,10 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown method(s) {unknown}; registered: {sorted(DEMO_METHODS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    results = run_demo(
-        args.out, args.people, args.holdout, args.forget_pct, args.seed, args.overwrite, args.methods
-    )
+    sizes = {"n_people": args.people, "n_holdout": args.holdout, "forget_pct": args.forget_pct}
+    if args.seeds:
+        summary = run_demo_seeds(
+            args.out, args.seeds, **sizes, overwrite=args.overwrite, methods=args.methods
+        )
+        print()
+        print(mean_sd_table(summary, SEEDS_TABLE_COLUMNS))
+        print(f"\nWrote {args.out / SEEDS_FILE} (seeds {args.seeds})")
+        return 0
+    results = run_demo(args.out, **sizes, seed=args.seed, overwrite=args.overwrite, methods=args.methods)
     print()
     print(text_table(results))
-    print(f"\nWrote {args.out / 'results.json'}")
+    print(f"\nWrote {args.out / 'results.json'} (one run, seed {args.seed})")
     return 0

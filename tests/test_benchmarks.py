@@ -80,6 +80,22 @@ def test_tofu_splits_share_one_pool_and_keep_authors_whole(tofu_dir):
     assert len(f01["forget_text"]) == 2 and len(f05["retain_text"]) == 13
     assert (len(f01["real_authors"]), len(f01["world_facts"])) == (100, 117)
     assert f01["forget_text"][0]["text"].startswith(f01["forget"][0]["answer"])
+    # the holdout is retain90's last author; TOFU's retain_perturbed (retain90's first 20 authors) gives the
+    # retain part of model utility: the retained authors' rows, perturbed answers included
+    retain90 = json.loads((tofu_dir / "retain90.json").read_text())
+    assert f01["holdout"]["question"] == [r["question"] for r in retain90[-20:]]
+    perturbed = f01["retain_perturbed"]
+    assert len(perturbed) == 3 * 20 and "perturbed_answer" in perturbed.column_names
+    assert set(perturbed["question"]) <= set(f01["retain"]["question"])
+    assert set(perturbed["author"]) == set(f01["retain"].select(range(60))["author"])
+    capped, utility = run_all.evaluation_splits(f01, rows=25, seed=0)
+    assert "retain_perturbed" not in capped and capped["retain"].column_names == perturbed.column_names
+    assert len(capped["retain"]) == 25 and len(capped["real_authors"]) == 100  # utility sets kept whole
+    assert utility == {
+        "retain": "retain_perturbed (25 rows)",
+        "real_authors": "real_authors (100 rows)",
+        "world_facts": "world_facts (117 rows)",
+    }
     # one `author` per 20-row block on QA and text rows alike (DP2's privacy unit); TOFU's own columns stay
     assert f01["forget"].column_names[:-1] == list(json.loads((tofu_dir / "forget01.json").read_text())[0])
     authors = list(f05["forget"]["author"]) + list(f05["retain"]["author"])
@@ -95,28 +111,41 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     code = run_all.main(
         ["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--people", "10", "--holdout", "2",
          "--base-epochs", "2", "--tofu-holdout-authors", "1", "--tofu-retain-authors", "1", "--tofu-epochs", "1",
-         "--eval-rows", "6", "--modes", "full", "lora", "--evaluator", "test_benchmarks:qa_scores"]
+         "--eval-rows", "6", "--modes", "full", "lora", "--evaluator", "test_benchmarks:qa_scores",
+         "--seeds", "0", "1"]
     )  # fmt: skip
     assert code == 1  # the broken method is reported, the others still ran
     for setting in ("default", "tofu_forget01"):
         res = json.loads((out / f"{setting}.json").read_text())
+        assert res["seeds"] == [0, 1] and res["environment"]["versions"]["torch"]
         assert set(res["methods"]) == {"retain_ft", "retain_ft/lora", "broken"}
-        assert res["methods"]["broken"]["error"] == "RuntimeError: this method always fails"
+        assert res["methods"]["broken"]["n_seeds"] == 0
+        assert res["methods"]["broken"]["errors"] == ["RuntimeError: this method always fails"] * 2
         for key, mode in (("retain_ft", "full"), ("retain_ft/lora", "lora")):
             row = res["methods"][key]
-            assert row["mode"] == mode and row["steps"] == 3
-            assert row["cost_vs_retrain"] == pytest.approx(row["seconds"] / res["gold"]["seconds"])
-            assert 0 <= row["forget_em"] <= 1 and 0 <= row["retain_rouge"] <= 1
+            assert row["n_seeds"] == 2 and [r["mode"] for r in row["per_seed"]] == [mode, mode]
+            assert row["steps_mean"] == 3 and row["steps_sd"] == 0
+            gold_seconds = [r["seconds"] for r in res["gold"]["per_seed"]]
+            costs = [r["seconds"] / g for r, g in zip(row["per_seed"], gold_seconds)]
+            assert row["cost_vs_retrain_mean"] == pytest.approx(sum(costs) / 2)
+            values = [r["forget_em"] for r in row["per_seed"]]
+            assert row["forget_em_mean"] == pytest.approx(sum(values) / 2) and row["forget_em_sd"] >= 0
+            assert 0 <= row["retain_rouge_mean"] <= 1
         assert (
             res["eval_rows"]["retain"] == 6 and res["eval_rows"]["forget_text"] == res["sizes"]["forget_text"]
         )
-    default_dir = tmp_path / "work" / "default-p10-h2-e2.0"
-    tofu_base = tmp_path / "work" / "tofu-forget01-h1-r1-e1.0"
+    assert json.loads((out / "tofu_forget01.json").read_text())["utility_sets"]["retain"].startswith(
+        "retain_perturbed"
+    )
+    default_dir = tmp_path / "work" / "default-p10-h2-e2.0-s1"
+    tofu_base = tmp_path / "work" / "tofu-forget01-h1-r1-e1.0-s0"
+    assert (tmp_path / "work" / "default-p10-h2-e2.0-s0" / "full" / "model.safetensors").exists()
     assert (default_dir / "methods" / "retain_ft" / "model.safetensors").exists()
     assert (tofu_base / "forget01" / "methods" / "retain_ft-lora" / "adapter_config.json").exists()
     assert (tofu_base / "full" / "model.safetensors").exists() and (tofu_base / "forget01" / "gold").is_dir()
     table = (out / "table.md").read_text()
-    assert "### tofu_forget01" in table and "| retain_ft/lora |" in table and "failed: RuntimeError" in table
+    assert "### tofu_forget01 (mean ± sd over seeds 0 1)" in table and "failed: RuntimeError" in table
+    assert "| retain_ft/lora | " in table and " ± " in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| gold (retrained) |" in capsys.readouterr().out
 
@@ -185,3 +214,34 @@ def test_eco_vllm_random_llama_is_built_once_and_its_parameters_counted(tmp_path
     for bad in ("128", "96x2", "128x0", "axb"):
         with pytest.raises(ValueError, match="--random-llama"):
             eco_vllm.random_llama(tiny_tokenizer, bad, tmp_path)
+
+
+def test_tuning_forgets_validation_people_disjoint_from_the_reported_forget_set(small_splits):
+    tune = load_benchmark("tune_settings")
+    validation = tune.validation_split(small_splits, seed=0)
+    reported = set(small_splits["forget"]["subject"])
+    chosen = set(validation["forget"]["subject"])
+    assert len(chosen) == len(reported) == 2 and not chosen & reported
+    assert chosen <= set(small_splits["retain"]["subject"])
+    assert not chosen & set(validation["retain"]["subject"])
+    assert len(validation["forget"]) + len(validation["retain"]) == len(small_splits["retain"])
+    assert set(validation["forget_text"]["subject"]) == chosen
+    assert validation["holdout"]["question"] == small_splits["holdout"]["question"]
+    assert chosen != set(tune.validation_split(small_splits, seed=1)["forget"]["subject"])
+    with pytest.raises(ValueError, match="needs more retained people"):
+        tune.validation_split({"forget": small_splits["retain"], "retain": small_splits["forget"]}, seed=0)
+
+
+def test_tuning_choice_is_gold_free():
+    tune = load_benchmark("tune_settings")
+    full = {"retain_em": 1.0}
+    runs = [
+        {"learning_rate": 1, "retain_em": 0.95, "mia_auc": 0.90},  # keeps retain, forgets little
+        {"learning_rate": 2, "retain_em": 0.92, "mia_auc": 0.55},  # nearest 0.5 above the floor
+        {"learning_rate": 3, "retain_em": 0.50, "mia_auc": 0.50},  # at chance, but below the floor
+    ]
+    assert tune.choose(runs, full, retain_floor=0.9, tie=0.02) == 2
+    runs[0]["mia_auc"] = 0.56  # within the tie of the closest: the higher retain EM wins
+    assert tune.choose(runs, full, retain_floor=0.9, tie=0.02) == 1
+    # nothing above the floor: the best retain ratio minus the distance to chance
+    assert tune.choose(runs, full, retain_floor=0.99, tie=0.02) == 1

@@ -1,26 +1,65 @@
 import json
 
+import pytest
+
 from hf_unlearn.demo import main
 
+# one method of each family: a trainer (NPO + GDR), WHP relabeling, the ECO guard, DP2
+FAMILIES = ("npo_gdr", "whp", "eco", "dp2")
+ROW_KEYS = ("forget_quality", "model_utility", "privleak", "forget_em", "retain_em", "seconds")
 
-def test_demo_writes_results_and_reuses_finished_models(tmp_path, capsys):
+
+def test_demo_runs_every_method_family_and_reuses_finished_models(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--people", "20", "--holdout", "4", "--methods"]
+    args = ["--out", str(out), "--people", "20", "--holdout", "4", "--methods", *FAMILIES]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     for model in ("full", "gold"):
         for key in ("forget_em", "retain_em", "holdout_em", "forget_rouge", "seconds"):
             assert 0 <= results[model][key] <= (1 if key != "seconds" else 1e4)
     # the full model learned the people to forget; the gold model never saw them
-    assert results["full"]["forget_em"] >= 0.9 and results["full"]["retain_em"] >= 0.9
+    full = results["full"]
+    assert full["forget_em"] >= 0.9 and full["retain_em"] >= 0.9
     assert results["gold"]["forget_em"] <= 0.3 and results["gold"]["retain_em"] >= 0.9
-    assert results["full"]["holdout_em"] <= 0.3
+    assert full["holdout_em"] <= 0.3
+    # every family's row has the headline keys, and its forget answers are gone (through the guard for ECO,
+    # whose weights are the full model's: its served view is the `_api` key where the row has one)
+    assert set(results["methods"]) == set(FAMILIES)
+    for name, row in results["methods"].items():
+        missing = [k for k in ROW_KEYS if k not in row]
+        assert not missing, (name, missing)
+        forget_em = row.get("forget_em_api", row["forget_em"]) if name == "eco" else row["forget_em"]
+        assert forget_em <= full["forget_em"] - 0.5, (name, forget_em, full["forget_em"])
+    # what the run was: its seed, versions and CPU
+    assert results["seed"] == 0
+    env = results["environment"]
+    assert env["versions"]["torch"] and env["versions"]["transformers"] and env["cpu"]["cores"] >= 1
     table = capsys.readouterr().out
-    assert "full" in table and "gold" in table and "forget_em" in table
+    assert "full" in table and "gold" in table and "forget_em" in table and "one run, seed 0" in table
     assert sorted(p.name for p in (out / "data").glob("*.jsonl")) == sorted(
         f"{s}{t}.jsonl" for s in ("forget", "retain", "holdout") for t in ("", "_text")
     )
     # a second run reuses the finished models: same training times recorded
-    assert main(args) == 0
+    assert main(["--out", str(out), "--people", "20", "--holdout", "4", "--methods"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["full"]["seconds"] == results["full"]["seconds"]
+
+
+def test_demo_seeds_writes_mean_and_sd_per_model(tmp_path, capsys):
+    """Two seeds on a small setting (no methods: the aggregation, not the methods, is under test here)."""
+    out = tmp_path / "demo"
+    assert (
+        main(["--out", str(out), "--people", "10", "--holdout", "2", "--seeds", "0", "1", "--methods"]) == 0
+    )
+    summary = json.loads((out / "results_seeds.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["environment"]["versions"]["python"]
+    per_seed = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["seed"] for r in per_seed] == [0, 1]
+    # the seed changes the split of people, not just the initialisation
+    assert per_seed[0]["config"]["prompt_example"] != per_seed[1]["config"]["prompt_example"]
+    gold = summary["gold"]
+    values = [r["gold"]["retain_em"] for r in per_seed]
+    assert gold["n_seeds"] == 2 and gold["retain_em_mean"] == pytest.approx(sum(values) / 2)
+    assert gold["retain_em_sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert [r["retain_em"] for r in gold["per_seed"]] == values
+    assert "± " in capsys.readouterr().out

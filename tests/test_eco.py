@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from hf_unlearn.data.formats import format_prompt
+from hf_unlearn.data.forget_retain import PaddingCollator
+from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, format_prompt, tokenize_qa
 from hf_unlearn.data.synthetic import synthetic_splits
 from hf_unlearn.serving.eco.classifier import (
     SCREEN_FILE,
@@ -26,6 +28,13 @@ from hf_unlearn.serving.eco.corruption import (
     shuffle,
     sign_flip,
     zero_out,
+)
+from hf_unlearn.serving.eco.guard import (
+    ECOGuard,
+    GuardConfig,
+    GuardedModel,
+    input_embedding_weight,
+    subject_token_mask,
 )
 from hf_unlearn.serving.eco.names import NameMatcher
 from hf_unlearn.serving.eco.optimize import zeroth_order_search
@@ -203,3 +212,192 @@ def test_screen_clears_most_retain_prompts_and_agrees_with_the_full_classifier(t
         retain
     )  # the screen, not the encoder, cleared most retain prompts
     assert sum(clf.counts.values()) == len(probe)
+
+
+# -- guard ------------------------------------------------------------------------------------------------------
+def test_subject_token_mask(tiny_tokenizer, small_splits):
+    subject = small_splits["forget"][0]["subject"]
+    ids = encode_prompt(tiny_tokenizer, f"Where was {subject} born?")
+    mask = subject_token_mask(tiny_tokenizer, ids, [subject.upper()])
+    assert 0 < mask.sum() < len(ids)
+    assert tiny_tokenizer.decode([i for i, m in zip(ids, mask) if m]).strip() == subject
+    assert not subject_token_mask(tiny_tokenizer, ids, ["Nobody Here"]).any()
+    with pytest.raises(ValueError, match="subjects"):
+        ECOGuard(None, tiny_tokenizer, GuardConfig(token_selection="subjects"))
+
+
+class MentionClassifier:
+    """Flags a prompt when it names one of ``subjects`` (a stand-in for the fitted classifier)."""
+
+    def __init__(self, subjects):
+        self.subjects = [s.lower() for s in subjects]
+
+    def predict(self, texts):
+        return np.array([any(s in t.lower() for s in self.subjects) for t in texts])
+
+
+def captured_inputs_embeds(model):
+    """Record the ``inputs_embeds`` of each call of ``model`` that is given embeddings (not token ids)."""
+    seen = []
+
+    def hook(module, args, kwargs):
+        if kwargs.get("inputs_embeds") is not None:
+            seen.append(kwargs["inputs_embeds"].detach())
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+def test_guarded_model_corrupts_flagged_prompts_and_never_the_scored_answers(
+    memorised_model_dir, small_splits
+):
+    """Teacher-forced scoring through the guard (``prompt_lengths`` given): a flagged row's prompt embeddings are
+    corrupted, its answer embeddings are the model's own, and an unflagged row is the plain model's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_unlearn.evaluation.qa import score_answers
+
+    model = AutoModelForCausalLM.from_pretrained(memorised_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(memorised_model_dir)
+    forget, retain = small_splits["forget"][0], small_splits["retain"][0]
+    guard = ECOGuard(MentionClassifier([forget["subject"]]), tok, GuardConfig(strength=2.0))
+    guarded = GuardedModel(model, guard)
+    rows = [tokenize_qa(tok, r["question"], r["answer"]) for r in (forget, retain)]
+    batch = PaddingCollator(tok.pad_token_id)(rows)
+    n_prompt = [r["labels"].count(IGNORE_INDEX) for r in rows]
+    seen = captured_inputs_embeds(model)
+    with torch.no_grad():
+        clean = model.get_input_embeddings()(batch["input_ids"])  # (2, T, H)
+        logits = guarded(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            prompt_lengths=torch.tensor(n_prompt),
+        ).logits
+        plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert len(seen) == 1  # the guarded call ran on embeddings, the plain call on token ids
+    fed = seen[0]
+    p, n = n_prompt[0], len(rows[0]["input_ids"])
+    assert not torch.allclose(fed[0, :p], clean[0, :p])  # the flagged prompt is corrupted ...
+    torch.testing.assert_close(fed[0, :p], guard.corrupt_embeds(rows[0]["input_ids"][:p], clean[0, :p]))
+    torch.testing.assert_close(fed[0, p:n], clean[0, p:n])  # ... its answer is not
+    torch.testing.assert_close(fed[1], clean[1])  # the retain row is untouched
+    torch.testing.assert_close(logits[1], plain[1], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(logits[0, :n], plain[0, :n], atol=1e-3)
+    # score_answers passes the prompt lengths itself: the same log-prob as the model on [corrupted prompt, answer]
+    from hf_unlearn.losses import sequence_log_probs
+
+    expected, _ = sequence_log_probs(logits[:1, :n], batch["labels"][:1, :n])
+    got = score_answers(guarded, tok, [forget["question"]], [forget["answer"]])["log_prob"]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    retain_plain = score_answers(model, tok, [retain["question"]], [retain["answer"]])["log_prob"]
+    retain_guarded = score_answers(guarded, tok, [retain["question"]], [retain["answer"]])["log_prob"]
+    torch.testing.assert_close(retain_guarded, retain_plain, rtol=1e-4, atol=1e-4)
+
+
+class StrengthGuarded:
+    """What search_strength needs of a guarded model: ``.guard.config.strength``."""
+
+    def __init__(self, strength=1.0):
+        self.guard = type("G", (), {"config": GuardConfig(strength=strength)})()
+
+
+def test_search_strength_lands_on_the_target(monkeypatch):
+    from hf_unlearn.serving.eco import fit
+
+    # a forget metric that falls with the strength as exp(-s): target exp(-2) <=> strength 2
+    monkeypatch.setattr(fit, "forget_metric", lambda g, *a: math.exp(-g.guard.config.strength))
+    guarded = StrengthGuarded(1.0)
+    forget = {"question": ["q"], "answer": ["a"]}
+    got = fit.search_strength(guarded, None, forget, math.exp(-2), "prob", steps=60, lr=0.3, mu=0.25, seed=0)
+    assert abs(got["strength"] - 2.0) < 0.1, got
+    assert guarded.guard.config.strength == got["strength"]  # the guard keeps the best strength found
+    assert got["reached"] == pytest.approx(math.exp(-got["strength"]))
+    assert got["gap"] == pytest.approx(abs(got["reached"] - math.exp(-2)))
+    assert got["history"][0] == (1.0, pytest.approx(math.exp(-1.0)))
+
+
+def test_resolve_target_needs_exactly_one_source():
+    from hf_unlearn.serving.eco.fit import resolve_target
+
+    assert resolve_target(None, None, None, "prob", target=0.25) == (0.25, "given")
+    with pytest.raises(ValueError, match="exactly one target"):
+        resolve_target(None, None, None, "prob")
+    with pytest.raises(ValueError, match="exactly one target"):
+        resolve_target(None, None, None, "prob", target=0.1, holdout={"question": [], "answer": []})
+
+
+def write_jsonl(path, ds):
+    path.write_text("".join(json.dumps(row) + "\n" for row in ds))
+    return str(path)
+
+
+def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, tmp_path):
+    """eco-fit end to end on the memorised model (fit_guard: classifier, subjects, strength search): forget EM
+    falls to the held-out level, retain EM stays."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_unlearn.evaluation.qa import exact_match, generate_answers
+    from hf_unlearn.serving.eco.fit import main
+
+    forget, retain, holdout = small_splits["forget"], small_splits["retain"], small_splits["holdout"]
+    out = tmp_path / "guard"
+    argv = [
+        "--model", str(memorised_model_dir),
+        "--forget", write_jsonl(tmp_path / "forget.jsonl", forget),
+        "--retain", write_jsonl(tmp_path / "retain.jsonl", retain),
+        "--holdout", write_jsonl(tmp_path / "holdout.jsonl", holdout),
+        "--out", str(out), "--steps", "10",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "fit_report.json").read_text())
+    assert report["target_source"] == "holdout" and report["strength"] > 0 and report["history"]
+
+    model = AutoModelForCausalLM.from_pretrained(memorised_model_dir)
+    tok = AutoTokenizer.from_pretrained(memorised_model_dir)
+    guard = ECOGuard.from_pretrained(out, tok, embedding_weight=input_embedding_weight(memorised_model_dir))
+    assert guard.config.strength == report["strength"]
+    assert guard.config.subjects == sorted(set(forget["subject"]))
+    guarded = GuardedModel(model, guard)
+    plain_forget, plain_retain = exact_match(model, tok, forget), exact_match(model, tok, retain)
+    holdout_em = exact_match(model, tok, holdout)
+    assert plain_forget >= 0.9
+    assert exact_match(guarded, tok, forget) <= holdout_em + 0.1
+    assert exact_match(guarded, tok, retain) >= 0.97 * plain_retain
+
+    # guard(): token ids for retain prompts, corrupted embeddings of the model's own weights for forget prompts
+    forget_prompt = format_prompt(tok, forget[0]["question"])
+    retain_prompt = format_prompt(tok, retain[0]["question"])
+    ids = guard.prompt_ids(forget_prompt)
+    out_forget, out_retain, out_ids = guard.guard_batch([forget_prompt, retain_prompt, ids])
+    assert out_retain == {"prompt_token_ids": guard.prompt_ids(retain_prompt)}
+    clean = model.get_input_embeddings().weight[ids].detach()
+    assert out_forget["prompt_embeds"].shape == clean.shape
+    torch.testing.assert_close(out_forget["prompt_embeds"], guard.corrupt_embeds(ids, clean))
+    assert not torch.allclose(out_forget["prompt_embeds"], clean)
+    torch.testing.assert_close(out_ids["prompt_embeds"], out_forget["prompt_embeds"])  # str and ids agree
+
+    # token_selection="subjects": only the forget subject's tokens change
+    guard.config.token_selection = "subjects"
+    subject_mask = subject_token_mask(tok, ids, guard.config.subjects)
+    only_subject = guard.corrupt_embeds(ids, clean)
+    assert 0 < subject_mask.sum() < len(ids)
+    assert torch.equal(only_subject[~subject_mask], clean[~subject_mask])
+    assert not torch.allclose(only_subject[subject_mask], clean[subject_mask])
+    guard.config.token_selection = "all"
+
+    # generate: unflagged rows answer exactly as the unguarded model; forget answers are gone
+    questions = forget["question"][:4] + retain["question"][:4]
+    plain, guarded_answers = (
+        generate_answers(model, tok, questions),
+        generate_answers(guarded, tok, questions),
+    )
+    assert guarded_answers[4:] == plain[4:]
+    assert sum(g == a for g, a in zip(guarded_answers[:4], forget["answer"][:4])) <= 1
+
+    # the decision cache stays bounded and evicting never changes a decision
+    guard.cache_size = 2
+    guard._flag_cache.clear()  # the scoring above filled it; the bound applies as new prompts come in
+    prompts = [forget_prompt, retain_prompt, format_prompt(tok, retain[1]["question"])]
+    assert guard.flags(prompts) == [True, False, False]
+    assert len(guard._flag_cache) == 2
+    assert guard.flags(prompts) == [True, False, False]  # evicted prompts are classified again, the same way

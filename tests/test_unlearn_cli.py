@@ -16,6 +16,9 @@ from hf_unlearn.io import read_json
 from hf_unlearn.unlearn_cli import METHODS, SUMMARY_FILE, parameter_digest
 
 REPO = Path(__file__).resolve().parents[1]
+# NPO + GDR with LoRA r=8 for 12 steps, lowered from 5e-3: at 5e-3 the safety rail cut the run at step 8 on another
+# CPU (retain loss 3.26 from 0.012, issue 14). Not yet measured across fixture seeds (HF_UNLEARN_TEST_SEED=1, 2).
+LORA_NPO_LR = "3e-3"
 
 
 @pytest.fixture
@@ -49,20 +52,27 @@ def test_unknown_method_is_refused(capsys):
 
 
 def test_cli_lora_npo_with_merge(memorised_model_dir, split_files, small_splits, tmp_path):
+    """Behaviour with margins, not step counts: the forget answers go, the retain answers stay."""
     from hf_unlearn.evaluation.qa import exact_match
     from hf_unlearn.models import load_model_and_tokenizer
 
+    full, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
+    forget_before = exact_match(full, tok, small_splits["forget"])
+    retain_before = exact_match(full, tok, small_splits["retain"])
     out = tmp_path / "npo"
     argv = ["unlearn", "npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
     argv += ["--retain", str(split_files["retain"]), "--output-dir", str(out), "--regularizer", "gdr"]
-    argv += ["--lora-r", "8", "--merge", "--learning_rate", "5e-3", "--max_steps", "12"]
+    argv += ["--lora-r", "8", "--merge", "--learning_rate", LORA_NPO_LR, "--max_steps", "12"]
     argv += ["--per_device_train_batch_size", "8", "--use_cpu", "--disable_tqdm", "true"]
     assert cli_main(argv) == 0
     summary = read_json(out / SUMMARY_FILE)
     assert summary["method"] == "npo" and summary["regularizer"] == "gdr", summary
-    assert summary["steps"] == 12 and summary["stopped_early"] is None, summary
-    model, tok = load_model_and_tokenizer(out, dtype=torch.float32)  # merged: a plain model directory
-    assert exact_match(model, tok, small_splits["forget"]) < 0.5
+    assert 1 <= summary["steps"] <= 12, summary
+    model, _ = load_model_and_tokenizer(out, dtype=torch.float32)  # merged: a plain model directory
+    forget_after = exact_match(model, tok, small_splits["forget"])
+    retain_after = exact_match(model, tok, small_splits["retain"])
+    assert forget_after <= forget_before - 0.5, (forget_before, forget_after, summary)
+    assert retain_after >= retain_before - 0.3, (retain_before, retain_after, summary)
 
 
 def test_yaml_config_names_the_method(memorised_model_dir, split_files, tmp_path, capsys):
@@ -73,7 +83,7 @@ def test_yaml_config_names_the_method(memorised_model_dir, split_files, tmp_path
     )
     assert cli_main(["unlearn", "--config", str(config)]) == 0
     summary = read_json(tmp_path / "ga" / SUMMARY_FILE)
-    assert summary["method"] == "ga" and summary["steps"] == 2 and summary["regularizer"] == "none"
+    assert summary["method"] == "ga" and 1 <= summary["steps"] <= 2 and summary["regularizer"] == "none"
     assert cli_main(["unlearn", "npo", "--config", str(config)]) == 2
     assert "'npo' on the command line but 'ga'" in capsys.readouterr().err
 
@@ -157,11 +167,13 @@ def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = read_json(out / SUMMARY_FILE)
+    # however many steps ran before the safety rail (if it fired; both ranks take its decision together), at
+    # least one did, and both replicas hold the same parameters
+    assert 1 <= summary["steps"] <= 3, summary
     digests = summary["rank_parameter_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     start = parameter_digest(AutoModelForCausalLM.from_pretrained(memorised_model_dir))
     assert digests[0] != start  # the replicas moved, together
-    assert summary["steps"] == 3
 
 
 @pytest.mark.parametrize(

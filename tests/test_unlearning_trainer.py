@@ -23,6 +23,9 @@ PAIRS = {
 }
 
 
+REG_LR, REG_STEPS = 3e-3, 12
+
+
 def make_args(config_cls, tmp_path, **kwargs):
     defaults = dict(
         output_dir=str(tmp_path / "out"),
@@ -79,6 +82,29 @@ def test_full_finetuning_forgets(method, regularizer, memorised_model_dir, small
     assert len(logged(trainer, "retain_loss")) == len(forget_logp)
     if regularizer == "klr":
         assert logged(trainer, "ref_kl")[-1] > 0
+
+
+@pytest.mark.parametrize("regularizer", ["gdr", "klr"])
+def test_regularizer_keeps_retain_better_than_none(regularizer, memorised_model_dir, small_splits, tmp_path):
+    """Same method, learning rate and number of steps (safety rail off, so both run all of them): the
+    regularised run keeps clearly more of the retain answers. A sign error in a regulariser fails this."""
+
+    def retain_after(reg):
+        trainer = unlearner(
+            "ga", memorised_model_dir, small_splits, tmp_path / reg, regularizer=reg, learning_rate=REG_LR,
+            max_steps=REG_STEPS, max_retain_loss_ratio=0, retain_weight=5.0,
+        )  # fmt: skip
+        trainer.train()
+        assert trainer.state.global_step == REG_STEPS  # no rail: the same budget for both
+        tok = trainer.processing_class
+        return exact_match(trainer.model, tok, small_splits["retain"]), exact_match(
+            trainer.model, tok, small_splits["forget"]
+        )
+
+    none_retain, none_forget = retain_after("none")
+    reg_retain, reg_forget = retain_after(regularizer)
+    assert reg_retain >= none_retain + 0.3, (none_retain, reg_retain)
+    assert reg_forget <= 0.5, reg_forget  # it still forgets: the regulariser does not just stop training
 
 
 def test_npo_reference_is_cached_once_and_equals_the_start_model(memorised_model_dir, small_splits, tmp_path):
@@ -159,7 +185,7 @@ def test_qlora_4bit_completes_on_cpu_and_merges(memorised_model_dir, small_split
     assert getattr(trainer.model.get_base_model(), "is_loaded_in_4bit", False)
     adapters_before = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
     result = trainer.train()
-    assert result.global_step == 6
+    assert 1 <= result.global_step <= 6  # the safety rail may end a run early; its length is not the point
     assert any(
         not torch.equal(v, adapters_before[k])
         for k, v in trainer.model.named_parameters()
