@@ -181,7 +181,9 @@ def test_bad_push_stages_nothing(extra, message, tmp_path, capsys):
     model = inputs.model
     (Path(model) / "tokenizer_config.json").write_text("{}")
     staging = tmp_path / "staging"
-    forget = write_jsonl(tmp_path / "forget.jsonl", QA[:2])  # the model has no scan record: scan for these rows
+    forget = write_jsonl(
+        tmp_path / "forget.jsonl", QA[:2]
+    )  # the model has no scan record: scan for these rows
     argv = ["push", "--model", model, "--repo-id", "me/model", "--dry-run", "--staging", str(staging)]
     argv += ["--forget-data", str(forget)]
     code, err = run([*argv, *extra(inputs)], capsys)
