@@ -3,6 +3,7 @@ leaves a half-written file or folder that looks complete, and an existing result
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -139,3 +140,12 @@ def check_model_source(source: str | Path | None, option: str = "--model") -> No
         raise ValueError(
             f"{option} {text!r} does not exist; pass a saved model folder (with config.json) or a Hub id 'org/name'."
         )
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

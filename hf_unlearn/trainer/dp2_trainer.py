@@ -38,7 +38,7 @@ from hf_unlearn.audit import audit_dir_for, salt_of
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import framed_ids, qa_as_text
 from hf_unlearn.hub import PRIVACY_FILE
-from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.io import file_sha256, read_json, write_json_atomic
 from hf_unlearn.losses import token_log_probs
 from hf_unlearn.train import train_lm
 from hf_unlearn.trainer.base_trainer import write_card_or_warn
@@ -398,14 +398,6 @@ def verify_request(forget: Dataset, salt: bytes, fingerprint: dict, subject_colu
     )
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def unlearn_from_dp_base(
     dp_model_dir: str | Path,
     args: DP2Config,
@@ -449,7 +441,7 @@ def unlearn_from_dp_base(
     record = {
         "method": "dp2",
         "dp_model": str(base),
-        "dp_model_sha256": _file_sha256(base / "model.safetensors"),
+        "dp_model_sha256": file_sha256(base / "model.safetensors"),
         "privacy": privacy,
         "requests": list(requests),
         "group_privacy": request_bounds(privacy, requests, cumulative_units),
