@@ -39,7 +39,7 @@ import run_all  # noqa: E402  (the benchmark's data, models and method registry)
 
 from hf_unlearn import demo  # noqa: E402
 from hf_unlearn.evaluation.mia import PRIVLEAK_ATTACK, attack_auc, attack_scores  # noqa: E402
-from hf_unlearn.evaluation.qa import exact_match, text_token_log_probs  # noqa: E402
+from hf_unlearn.evaluation.qa import exact_match, text_token_scores  # noqa: E402
 from hf_unlearn.evaluation.suite import membership_texts  # noqa: E402
 from hf_unlearn.io import read_json, write_json_atomic  # noqa: E402
 
@@ -101,8 +101,9 @@ def score(model, tokenizer, data: DatasetDict, rows: int, seed: int) -> dict:
     capped, _ = run_all.evaluation_splits(data, rows, seed)
     groups = {}
     for prefix in ("forget", "holdout"):
-        texts = membership_texts(capped, tokenizer, prefix)
-        groups[prefix] = attack_scores(text_token_log_probs(model, tokenizer, texts), texts)[PRIVLEAK_ATTACK]
+        texts, prompt_lengths = membership_texts(capped, tokenizer, prefix)
+        log_probs = text_token_scores(model, tokenizer, texts, prompt_lengths)["log_prob"]
+        groups[prefix] = attack_scores(log_probs, texts)[PRIVLEAK_ATTACK]
     return {
         "forget_em": exact_match(model, tokenizer, capped["forget"]),
         "retain_em": exact_match(model, tokenizer, capped["retain"]),

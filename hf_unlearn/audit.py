@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.io import final_path, read_json, write_json_atomic
 
 AUDIT_SUFFIX = ".audit"
 SALT_FILE = "salt"
@@ -43,10 +43,11 @@ CANONICALISATION = (
 
 
 def audit_dir_for(model_dir: str | Path, audit_dir: str | Path | None = None) -> Path:
-    """The audit folder of ``model_dir``: ``audit_dir`` when given, else ``<model_dir>.audit`` beside it."""
+    """The audit folder of ``model_dir``: ``audit_dir`` when given, else ``<model_dir>.audit`` beside it (for a
+    folder being written atomically, ``<model_dir>.tmp``, the audit folder of the name it will be renamed to)."""
     if audit_dir is not None:
         return Path(audit_dir)
-    model_dir = Path(model_dir)
+    model_dir = final_path(model_dir)  # a model folder still being written (NAME.tmp) has NAME's audit folder
     return model_dir.parent / f"{model_dir.name}{AUDIT_SUFFIX}"
 
 

@@ -34,6 +34,17 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def final_path(path: str | Path) -> Path:
+    """The path that :func:`written_atomically`'s temporary ``path`` will be renamed to (``path`` itself when it
+    is not such a temporary), so that what is derived from a folder's name (its audit folder) is derived from
+    the final name while the folder is still being written."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(TMP_SUFFIX)]) if path.name.endswith(TMP_SUFFIX) else path
+
+
 @contextmanager
 def written_atomically(
     path: str | Path, clear_leftover: bool = True, keep_on_error: bool = False
@@ -48,7 +59,7 @@ def written_atomically(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + TMP_SUFFIX)
     if clear_leftover:
         _remove(tmp)
     try:

@@ -289,3 +289,21 @@ def test_dp_stage_accepts_a_model_loaded_in_eval_mode(small_splits, tiny_tokeniz
     dp = make_private(model, tokenizer, args, units)
     assert model.training and dp.noise_multiplier > 0 and dp.sample_rate == 0.5
     dp.hooks.cleanup()
+
+
+def test_a_step_that_draws_no_unit_releases_noise_only(small_splits, tiny_tokenizer):
+    """Poisson sampling can draw nobody (more likely now that sampling is not seeded): the step must not fail,
+    reports no loss, and moves the weights by the noise alone."""
+    units = privacy_units(tiny_tokenizer, [small_splits["forget"]], [small_splits["forget_text"]])
+    model = build_tiny_llama(tiny_tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    args = DP2Config(
+        output_dir="unused", dp_noise_multiplier=1.0, dp_batch_size=len(units), target_delta=1e-6, **QUIET
+    )
+    dp = make_private(model, tiny_tokenizer, args, units)
+    full = UnitCollator(tiny_tokenizer.pad_token_id)(units)
+    empty = {k: v[:0] for k, v in full.items()}  # a batch with no rows
+    loss = dp_step(model, dp.optimizer, empty, dp.params, physical_rows=4)
+    dp.hooks.cleanup()
+    assert math.isnan(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # the noise was released

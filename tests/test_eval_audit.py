@@ -221,7 +221,7 @@ def test_train_tokenizer_extra_files_put_holdout_names_on_the_same_footing(small
     footing = {}
     for extra in ([], [paths["holdout"]]):
         script = TrainScriptArguments(tiny=True, qa_files=trained, tokenizer_extra_files=extra)
-        qa_sets, text_sets, corpus = load_training_data(script)
+        qa_sets, text_sets, corpus = load_training_data(script, max_length=512)
         assert [len(ds) for ds in qa_sets] == [len(small_splits["forget"]), len(small_splits["retain"])]
         footing[bool(extra)] = tokenizer_footing(train_bpe_tokenizer(corpus, 2048), splits)
     assert "holdout names take" in footing[False] and footing[True] is None

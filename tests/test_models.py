@@ -36,5 +36,5 @@ def test_bad_shapes_and_mismatched_tokenizer_raise(tiny_tokenizer):
 
 
 def test_missing_model_path_raises(tmp_path):
-    with pytest.raises(ValueError, match="neither an existing directory nor a Hub id"):
+    with pytest.raises(ValueError, match="neither an existing directory, a Hub id"):
         load_model_and_tokenizer(tmp_path / "missing" / "model" / "dir")

@@ -162,7 +162,8 @@ def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split
     cmd += ["--num_machines", "1", "--main_process_port", str(port), str(REPO / "scripts" / "unlearn.py")]
     cmd += ["npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
     cmd += ["--retain", str(split_files["retain"]), "--regularizer", "gdr", "--output_dir", str(out)]
-    cmd += ["--max_steps", "3", "--per_device_train_batch_size", "4", "--use_cpu", "--learning_rate", "1e-2"]
+    cmd += ["--max_steps", "3", "--per_device_train_batch_size", "4", "--use_cpu", "--learning_rate", "3e-3"]
+    cmd += ["--allow_degraded"]  # the rail may cut the run on some CPU; the replicas must agree either way
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

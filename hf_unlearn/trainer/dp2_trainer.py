@@ -185,7 +185,7 @@ def dp_step(
     lengths = batch["attention_mask"].sum(-1)  # (R,)
     order = torch.argsort(lengths)
     total = 0.0
-    for rows in order.split(physical_rows):
+    for rows in order.split(physical_rows) if order.numel() else ():  # Poisson sampling may draw nobody
         width = int(lengths[rows].max())
         logits = model(
             input_ids=batch["input_ids"][rows, :width], attention_mask=batch["attention_mask"][rows, :width]
