@@ -88,7 +88,9 @@ def test_eval_command_writes_results_report_and_plots(memorised_model_dir, gold_
     assert sizes == {"10pct_of_forget": 8, "50pct_of_forget": 8, "100pct_of_forget": 16}
     assert [v["forget_rows"] for v in results["sustainability"]] == [8, 16]
     # the sweeps run inside the folder written beside --out, which is then renamed into place
-    assert cli_unlearn.calls[-1] == out.with_name(out.name + ".tmp") / "sweeps" / "sustainability" / "request-1"
+    assert (
+        cli_unlearn.calls[-1] == out.with_name(out.name + ".tmp") / "sweeps" / "sustainability" / "request-1"
+    )
     assert (out / "sweeps" / "sustainability" / "request-1").is_dir()
     assert "sustainability request 2" in report
     assert cli_main(["eval", "--model", "m", "--retain_model", "g", "--unlearn_fn", "json"]) == 2
