@@ -304,6 +304,10 @@ def test_a_step_that_draws_no_unit_releases_noise_only(small_splits, tiny_tokeni
     full = UnitCollator(tiny_tokenizer.pad_token_id)(units)
     empty = {k: v[:0] for k, v in full.items()}  # a batch with no rows
     loss = dp_step(model, dp.optimizer, empty, dp.params, physical_rows=4)
-    dp.hooks.cleanup()
     assert math.isnan(loss)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # the noise was released
+    # the loader's very first batch empty: opacus' collate gives the collator's structure with zero rows
+    first_empty = dp.loader.collate_fn([])
+    assert set(first_empty) == set(full) and all(v.shape[0] == 0 for v in first_empty.values())
+    assert math.isnan(dp_step(model, dp.optimizer, first_empty, dp.params, physical_rows=4))
+    dp.hooks.cleanup()

@@ -176,16 +176,17 @@ def dp_step(
 
     Each record's loss is its mean token NLL and a unit's gradient is the sum of its records' gradients. The
     records go through the model in chunks of at most ``physical_rows`` rows of similar length (less padding,
-    bounded memory); the chunks change neither the gradient nor the accounting.
+    bounded memory); the chunks change neither the gradient nor the accounting. Poisson sampling may draw no
+    unit: the batch then has zero rows and the step releases noise only.
     """
-    unit_index = batch["unit_index"]  # (R,)
     optimizer.zero_grad(set_to_none=True)
-    n_units = int(unit_index.max()) + 1 if unit_index.numel() else 0
-    sums = [p.new_zeros((n_units, *p.shape)) for p in params]  # per-unit gradients
+    unit_index = batch["unit_index"]  # (R,)
     lengths = batch["attention_mask"].sum(-1)  # (R,)
     order = torch.argsort(lengths)
+    n_units = int(unit_index.max()) + 1 if unit_index.numel() else 0
+    sums = [p.new_zeros((n_units, *p.shape)) for p in params]  # per-unit gradients
     total = 0.0
-    for rows in order.split(physical_rows) if order.numel() else ():  # Poisson sampling may draw nobody
+    for rows in order.split(physical_rows) if order.numel() else ():
         width = int(lengths[rows].max())
         logits = model(
             input_ids=batch["input_ids"][rows, :width], attention_mask=batch["attention_mask"][rows, :width]
@@ -280,6 +281,11 @@ def make_private(model, tokenizer, args: DP2Config, units: list[list[list[int]]]
             f"opacus cannot compute per-sample gradients for {type(model).__name__}: {err}. Freeze that layer "
             "or DP-train LoRA adapters only (dp_lora_r > 0)."
         ) from err
+    # Poisson sampling may draw nobody in the loader's very first batch, where opacus builds its empty batch
+    # from the dataset's element types, which fails on our nested-list units; give it the collator's batch
+    # structure instead (only the structure is used: every tensor of an empty batch has zero rows).
+    if getattr(loader.collate_fn, "first_batch", False) is None:
+        loader.collate_fn.first_batch = UnitCollator(tokenizer.pad_token_id)(units[:1])
     return DPSetup(hooks, optimizer, loader, engine, params, optimizer.noise_multiplier, loader.sample_rate)
 
 
