@@ -60,14 +60,16 @@ DEMO_METHODS: dict[str, str] = {
 
 
 def build_tokenizer(data: DatasetDict, out_dir: Path):
-    """Train the shared tokenizer on every person's bio and QA pairs (held-out people included, so that their
-    names are as cheap to encode as trained people's and membership attacks compare like with like)."""
+    """Train the shared tokenizer on the retain people's bios and QA pairs only.
+
+    Forgotten and held-out people are both left out, so that (1) no forgotten name becomes a vocabulary entry of a
+    published tokenizer (the vocabulary lies outside any unlearning or DP guarantee) and (2) forget and holdout names
+    are encoded on the same footing, which the forget-vs-holdout membership attacks need.
+    """
     if (out_dir / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(out_dir)
-    corpus = [t for split in EVAL_SPLITS for t in data[f"{split}_text"]["text"]]
-    corpus += [
-        f"{q} {a}" for split in EVAL_SPLITS for q, a in zip(data[split]["question"], data[split]["answer"])
-    ]
+    corpus = list(data["retain_text"]["text"])
+    corpus += [f"{q} {a}" for q, a in zip(data["retain"]["question"], data["retain"]["answer"])]
     tokenizer = train_bpe_tokenizer(corpus)
     tokenizer.save_pretrained(out_dir)
     return tokenizer

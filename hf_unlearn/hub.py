@@ -358,22 +358,28 @@ def _datasets(data) -> list:
     return list(data) if isinstance(data, (list, tuple)) else [data]
 
 
-def vocabulary_names(model_dir: str | Path, forget_sets: Iterable) -> dict[str, int] | None:
-    """How many parts (4+ letters) of the forget subjects' names are single tokens of ``model_dir``'s tokenizer.
+def vocabulary_names(model_dir: str | Path, forget_sets: Iterable, retain_sets: Iterable = ()) -> dict[str, int] | None:
+    """How many parts (4+ letters) of the forget subjects' names that no retain subject's name shares are single
+    tokens of ``model_dir``'s tokenizer.
 
     ``{"single_tokens", "name_parts"}``, or ``None`` when there is no ``tokenizer.json`` or no subject column.
     An invented name that is one token means the tokenizer was trained on text that included it: the vocabulary
-    is published with the model, outside any unlearning or DP guarantee.
+    is published with the model, outside any unlearning or DP guarantee. Parts shared with a retained subject
+    (a common first name) say nothing about who was forgotten and are not counted.
     """
     path = Path(model_dir) / "tokenizer.json"
-    parts = {w for s in forget_subjects(forget_sets) for w in re.findall(r"[^\W_]+", s) if len(w) >= 4}
-    if not path.exists() or not parts:
+
+    def parts(sets):
+        return {w for s in forget_subjects(sets) for w in re.findall(r"[^\W_]+", s) if len(w) >= 4}
+
+    unique = parts(forget_sets) - parts(retain_sets)
+    if not path.exists() or not unique:
         return None
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
-    single = sum(len(tokenizer.encode(f" {w}", add_special_tokens=False).ids) == 1 for w in parts)
-    return {"single_tokens": single, "name_parts": len(parts)}
+    single = sum(len(tokenizer.encode(f" {w}", add_special_tokens=False).ids) == 1 for w in unique)
+    return {"single_tokens": single, "name_parts": len(unique)}
 
 
 def _privacy_from(output_dir: Path, hyperparameters: Mapping[str, Any]) -> dict:
@@ -459,7 +465,7 @@ def write_model_card(
         "guard_metrics": dict(guard_metrics or {}),
         "is_adapter": adapter_config.exists(),
         "license": license,
-        "vocabulary_names": vocabulary_names(output_dir, forget_sets.values()),
+        "vocabulary_names": vocabulary_names(output_dir, forget_sets.values(), _datasets(retain_dataset)),
     }
     _check_no_leak(json.dumps(inputs, ensure_ascii=False, default=str), strings, "the card inputs")
     output_dir.mkdir(parents=True, exist_ok=True)

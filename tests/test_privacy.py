@@ -53,6 +53,28 @@ def name_words(splits) -> set[str]:
     return {s.casefold() for s in subjects} | {w for s in subjects for w in words(s) if len(w) >= 4}
 
 
+def name_words_of(rows) -> set[str]:
+    return {w for s in set(rows["subject"]) for w in words(s)}
+
+
+def vocabulary_words(tokenizer_file) -> set[str]:
+    """The words that are whole entries of a tokenizer vocabulary (decoded, casefolded)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    return {w for i in range(tokenizer.get_vocab_size()) for w in words(tokenizer.decode([i]))}
+
+
+def test_the_demo_tokenizer_saw_no_forgotten_or_held_out_name(small_splits, tiny_tokenizer, tmp_path):
+    tiny_tokenizer.save_pretrained(tmp_path)
+    vocabulary = vocabulary_words(tmp_path / "tokenizer.json")
+    retained = name_words_of(small_splits["retain"])
+    for split in ("forget", "holdout"):  # the same footing for the membership attack: neither is a token
+        unique = {w for w in name_words_of(small_splits[split]) - retained if len(w) >= 4}
+        assert unique and vocabulary & unique == set(), split
+    assert len(vocabulary & retained) >= len(retained) // 2  # the tokenizer did learn the retained names
+
+
 def names_in(text: str, names: set[str]) -> list[str]:
     text = text.casefold()
     return sorted(n for n in names if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text))
@@ -284,7 +306,8 @@ def test_staged_release_of_every_demo_method_names_no_forgotten_person(
     for path in staged_text_files(staging):
         assert names_in(path.read_text(errors="replace"), names) == [], path
     card = (staging / CARD_FILE).read_text()
-    assert "HMAC-SHA256" in card and "Tokenizer vocabulary" in card  # the demo tokenizer saw the forget set
+    assert "HMAC-SHA256" in card and "Tokenizer vocabulary" not in card  # no forget-unique name is a token
+    assert vocabulary_words(staging / "tokenizer.json") & (names - name_words_of(small_splits["retain"])) == set()
     if method == "whp":  # the anchored-term dictionary stays local
         assert (
             "whp_dictionary.json" not in files and (audit_dir_for(model_dir) / "whp_dictionary.json").exists()
