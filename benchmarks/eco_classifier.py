@@ -11,7 +11,7 @@ the default (sentence embedding + "mentions a forget subject" feature, subjects 
 and the embedding alone. Embedded default: prompts are rendered with the QA template the served model sees.
 
 Recall and FPR are the classifier's decisions as served, through its cascade (exact bounds, n-gram screen,
-encoder; see :mod:`hf_unlearn.serving.eco.classifier`). ``full_classifier`` holds the same rates with the encoder
+encoder; see :mod:`hf_unlearn.eco.classifier`). ``full_classifier`` holds the same rates with the encoder
 scoring every prompt, ``agreement`` the share of test prompts on which both decide alike, and ``decided_by`` how
 many test prompts each cascade step decided.
 """
@@ -27,13 +27,13 @@ import numpy as np
 
 from hf_unlearn.data.formats import QA_PROMPT_TEMPLATE
 from hf_unlearn.data.synthetic import synthetic_splits
-from hf_unlearn.io import write_json_atomic
-from hf_unlearn.serving.eco.classifier import (
+from hf_unlearn.eco.classifier import (
     ClassifierConfig,
     PromptClassifier,
     SentenceEncoder,
     detection_rates,
 )
+from hf_unlearn.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

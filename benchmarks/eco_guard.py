@@ -17,10 +17,10 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.data.loading import load_rows
-from hf_unlearn.demo import EVAL_SPLITS
+from hf_unlearn.demo.pipeline import EVAL_SPLITS
+from hf_unlearn.eco.guard import ECOGuard, GuardedModel
 from hf_unlearn.evaluation.qa import qa_split_metrics
 from hf_unlearn.io import read_json, write_json_atomic
-from hf_unlearn.serving.eco.guard import ECOGuard, GuardedModel
 
 
 def main() -> None:

@@ -34,11 +34,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_unlearn.data.formats import format_prompt
 from hf_unlearn.data.loading import load_rows
 from hf_unlearn.data.synthetic import FACT_TEMPLATES
+from hf_unlearn.eco.fit import fit_guard
+from hf_unlearn.eco.guard import GuardConfig
+from hf_unlearn.eco.names import canonical
 from hf_unlearn.io import write_json_atomic
-from hf_unlearn.serving.eco.fit import fit_guard
-from hf_unlearn.serving.eco.guard import GuardConfig
-from hf_unlearn.serving.eco.names import canonical
-from hf_unlearn.serving.eco.server import GuardedServer, TransformersBackend
+from hf_unlearn.serving.backends import TransformersBackend
+from hf_unlearn.serving.server import GuardedServer
 
 NAME_FREE = ("Question:", "The father of", " was born in", "Answer:")
 ZERO_WIDTH_SPACE = "\u200b"
@@ -103,10 +104,12 @@ class Served:
     def __init__(self, model, tokenizer, guard=None):
         from starlette.testclient import TestClient
 
+        from hf_unlearn.serving.app import openai_app
+
         self.server = GuardedServer(TransformersBackend(model, tokenizer), tokenizer, guard, "m")
         self.server.limits.max_prompts = 64
         # entered: one event loop for every request (the backend's lock and the guard's workers live on it)
-        self.client = TestClient(self.server.app()).__enter__()
+        self.client = TestClient(openai_app(self.server)).__enter__()
 
     def complete(self, prompts: list[str], **sampling) -> list[dict]:
         out = []

@@ -16,12 +16,12 @@ Without ``--guard`` a guard is fitted on the data's forget vs retain questions (
 feature, as ``hf-unlearn eco-fit`` does; default strength: the strength does not change the cost).
 
 The guard's cost is fixed while the engine's grows with the served model, so the ratio depends on the model's size.
-``--random-llama 512x8`` serves a randomly initialised Llama of that hidden size and depth (64-dim heads, the
+``--random_llama 512x8`` serves a randomly initialised Llama of that hidden size and depth (64-dim heads, the
 ``--model`` tokenizer; saved under ``runs/bench-models/`` and reused) instead of ``--model``: its answers are noise,
 but they are still compared token for token between the two servers, and the guard's decisions do not depend on
 the served model.
 
-    PYTHONPATH=. python benchmarks/eco_vllm.py --random-llama 512x8 --out benchmarks/results/eco_vllm_28m.json
+    PYTHONPATH=. python benchmarks/eco_vllm.py --random_llama 512x8 --out benchmarks/results/eco_vllm_28m.json
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def random_llama(tokenizer, size: str, folder: Path = ROOT / "runs" / "bench-mod
     try:
         hidden, layers = (int(x) for x in size.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--random-llama takes HIDDENxLAYERS, e.g. 512x8; got {size!r}.") from None
+        raise ValueError(f"--random_llama takes HIDDENxLAYERS, e.g. 512x8; got {size!r}.") from None
     if hidden < 64 or hidden % 64 or layers < 1:
-        raise ValueError(f"--random-llama {size}: the hidden size must be a multiple of 64 and layers >= 1.")
+        raise ValueError(f"--random_llama {size}: the hidden size must be a multiple of 64 and layers >= 1.")
     out = Path(folder) / f"llama-h{hidden}-l{layers}"
     if not out.exists():  # an interrupted run leaves no half-written model
         with written_atomically(out) as tmp:
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tokenizer", default=None, help="Tokenizer dir (default: --model).")
     parser.add_argument(
+        "--random_llama",
         "--random-llama",
         default=None,
         metavar="HIDDENxLAYERS",
@@ -123,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500, help="Requests per round and server.")
     parser.add_argument("--concurrency", type=int, default=16, help="Requests in flight at once.")
     parser.add_argument(
+        "--forget_share",
         "--forget-share",
         type=float,
         default=0.10,
         help="Share of forget questions in the mix (0 = retain only).",
     )
-    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each request.")
+    parser.add_argument(
+        "--max_tokens", "--max-tokens", type=int, default=16, help="max_tokens of each request."
+    )
     parser.add_argument(
         "--rounds", type=int, default=8, help="Rounds per server, in ABBA order; medians are reported."
     )
@@ -145,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from hf_unlearn.data.formats import encode_text
     from hf_unlearn.data.loading import load_rows
+    from hf_unlearn.eco.classifier import ClassifierConfig
+    from hf_unlearn.eco.fit import fit_classifier
+    from hf_unlearn.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
     from hf_unlearn.io import write_json_atomic
-    from hf_unlearn.serving.eco.classifier import ClassifierConfig
-    from hf_unlearn.serving.eco.fit import fit_classifier
-    from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
-    from hf_unlearn.serving.eco.loadtest import load_test
-    from hf_unlearn.serving.eco.server import GuardedServer, Limits, VLLMBackend, serving_in_thread
+    from hf_unlearn.serving.app import openai_app, serving_in_thread
+    from hf_unlearn.serving.backends import VLLMBackend
+    from hf_unlearn.serving.loadtest import load_test
+    from hf_unlearn.serving.server import GuardedServer, Limits
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     if args.random_llama:
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     runs: dict[str, list[dict]] = {"unguarded": [], "guarded": []}
     try:
-        with serving_in_thread([s.app() for s in servers.values()]) as addresses:
+        with serving_in_thread([openai_app(s) for s in servers.values()]) as addresses:
             urls = dict(zip(servers, addresses))
             for url in urls.values():  # warm-up: first requests pay one-off costs (classifier, caches)
                 asyncio.run(load_test(url, "model", prompts[:64], args.concurrency, args.max_tokens))

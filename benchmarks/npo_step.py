@@ -25,8 +25,8 @@ from hf_unlearn.data.forget_retain import PaddingCollator, tokenize_dataset
 from hf_unlearn.data.synthetic import synthetic_splits
 from hf_unlearn.io import write_json_atomic
 from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
-from hf_unlearn.trainer.npo_config import NPOConfig
-from hf_unlearn.trainer.npo_trainer import NPOTrainer
+from hf_unlearn.trainers.npo_config import NPOConfig
+from hf_unlearn.trainers.npo_trainer import NPOTrainer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "npo_step.json"
 
@@ -47,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--batch-size", type=int, default=32, help="Rows per step (both the SFT and the NPO step)."
+        "--batch_size",
+        "--batch-size",
+        type=int,
+        default=32,
+        help="Rows per step (both the SFT and the NPO step).",
     )
     parser.add_argument("--steps", type=int, default=20, help="Steps per timed round.")
     parser.add_argument("--rounds", type=int, default=7, help="Interleaved SFT/NPO rounds (median reported).")
-    parser.add_argument("--hidden-size", type=int, default=64, help="64 is the demo model.")
+    parser.add_argument("--hidden_size", "--hidden-size", type=int, default=64, help="64 is the demo model.")
     parser.add_argument("--layers", type=int, default=2, help="2 is the demo model.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
     args = parser.parse_args(argv)

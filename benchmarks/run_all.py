@@ -3,7 +3,7 @@
 Every method in :data:`hf_unlearn.demo.DEMO_METHODS` (``name -> "module:function"``, signature
 ``fn(full_model_dir, data, out_dir, seed) -> (model, extra)``) runs on each setting, with full fine-tuning and
 again with LoRA when its function takes ``lora`` (called with ``lora=True``) or forwards ``**overrides`` to its
-``UnlearningConfig`` (called with ``lora_r=--lora-r``). For each setting a tiny Llama is
+``UnlearningConfig`` (called with ``lora_r=--lora_r``). For each setting a tiny Llama is
 trained on forget + retain (the *full* model) and on retain only (the *gold*, retrained model); the method's
 wall time divided by the gold model's training time is its *cost relative to retraining*.
 
@@ -16,10 +16,10 @@ on the embedded default the forget/retain split of people) and its JSON holds, p
 ``<metric>_sd``, ``n_seeds`` and the per-seed values (:func:`hf_unlearn.seeds.aggregate_results`); the table
 prints mean ± sd.
 
-TOFU (``--tofu-dir``, default ``../shared/data/tofu`` beside the checkout) is read by path. Each TOFU author
-owns 20 consecutive rows of ``retain90 + forget10``; the last ``--tofu-holdout-authors`` authors of retain90 are
+TOFU (``--tofu_dir``, default ``../shared/data/tofu`` beside the checkout) is read by path. Each TOFU author
+owns 20 consecutive rows of ``retain90 + forget10``; the last ``--tofu_holdout_authors`` authors of retain90 are
 never trained on (the holdout for membership attacks), all three forget splits share one full model, and with
-``--tofu-retain-authors N`` only the first N retain authors are used (bounded training, also ``--tofu-epochs``).
+``--tofu_retain_authors N`` only the first N retain authors are used (bounded training, also ``--tofu_epochs``).
 Model utility is TOFU's: retain (the retained authors' rows of ``retain_perturbed.json``, with perturbed
 answers; TOFU's 400 rows cover retain90's first 20 authors), real authors and world facts; each setting's JSON
 names the sets in ``utility_sets``. The tiny
@@ -44,9 +44,9 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from hf_unlearn import demo
 from hf_unlearn.data.synthetic import synthetic_splits
-from hf_unlearn.hub import METRICS
+from hf_unlearn.demo import pipeline as demo
+from hf_unlearn.hub.card import METRICS
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.seeds import aggregate_results, environment, mean_sd_table
 
@@ -91,7 +91,7 @@ PRESETS = {
 }
 DEFAULT_SEEDS = (0, 1, 2)
 EXTRA_COLUMNS = ("seconds", "cost_vs_retrain")
-DEFAULT_EVALUATOR = "hf_unlearn.demo:evaluate_row"
+DEFAULT_EVALUATOR = "hf_unlearn.demo.pipeline:evaluate_row"
 LORA_R = 8
 # Per setting family ("default", "tofu"), keyword arguments for a row ("<method>" or "<method>/lora") on top of
 # the demo's settings (tuned on the embedded default with full fine-tuning). Learning rates for the other
@@ -452,7 +452,7 @@ def run_all(
     start = time.perf_counter()
     if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
         raise ValueError(
-            f"No TOFU files in {tofu_dir}; pass --tofu-dir DIR (with retain90.json, forget10.json...)."
+            f"No TOFU files in {tofu_dir}; pass --tofu_dir DIR (with retain90.json, forget10.json...)."
         )
     all_results = []
     for setting in settings:
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Seeds of data, base models and methods; every setting runs once per seed (default: 0 1 2).",
     )
     parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
-    parser.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
+    parser.add_argument("--lora_r", "--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
     parser.add_argument(
         "--tuning",
         type=Path,
@@ -543,14 +543,18 @@ def main(argv: list[str] | None = None) -> int:
         "file means the demo's settings everywhere).",
     )
     parser.add_argument(
+        "--tofu_dir",
         "--tofu-dir",
         type=Path,
         default=ROOT.parent / "shared" / "data" / "tofu",
         help="Folder of the TOFU JSON files.",
     )
-    for name, kind in (("people", int), ("holdout", int), ("base-epochs", float), ("tofu-holdout-authors", int),
-                       ("tofu-retain-authors", int), ("tofu-epochs", float), ("eval-rows", int)):  # fmt: skip
-        parser.add_argument(f"--{name}", type=kind, default=None, help="Override the preset's value.")
+    for name, kind in (("people", int), ("holdout", int), ("base_epochs", float), ("tofu_holdout_authors", int),
+                       ("tofu_retain_authors", int), ("tofu_epochs", float), ("eval_rows", int)):  # fmt: skip
+        aliases = [f"--{name.replace('_', '-')}"] if "_" in name else []
+        parser.add_argument(
+            f"--{name}", *aliases, type=kind, default=None, help="Override the preset's value."
+        )
     args = parser.parse_args(argv)
     preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     preset = dict(PRESETS[preset_name])

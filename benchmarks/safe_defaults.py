@@ -97,7 +97,7 @@ def tofu_slice() -> tuple[Dataset, Dataset]:
 
 def train_base(forget: Dataset, retain: Dataset, out: Path, seed: int) -> dict:
     from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
-    from hf_unlearn.train import TrainConfig, train_lm
+    from hf_unlearn.trainers.finetune import TrainConfig, train_lm
 
     corpus = [f"{q} {a}" for ds in (forget, retain) for q, a in zip(ds["question"], ds["answer"])]
     tokenizer = train_bpe_tokenizer(corpus, 1024)
@@ -109,8 +109,8 @@ def train_base(forget: Dataset, retain: Dataset, out: Path, seed: int) -> dict:
 
 
 def unlearn(model_dir: Path, method: str, overrides: dict, forget, retain, seed: int) -> dict:
+    from hf_unlearn.cli.unlearn import resolve_method
     from hf_unlearn.evaluation.qa import exact_match
-    from hf_unlearn.unlearn_cli import resolve_method
 
     config_cls, trainer_cls = resolve_method(method)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Choose the learning rate of each benchmark row that the demo's settings do not cover, without the gold model.
 
-The demo's settings (:data:`hf_unlearn.trainer.demo_methods.DEMO_SETTINGS`, WHP's config defaults) were tuned on
+The demo's settings (:data:`hf_unlearn.demo.methods.DEMO_SETTINGS`, WHP's config defaults) were tuned on
 the embedded default with full fine-tuning. On TOFU they erase the retain authors too, and with LoRA they barely
 move the forget set. For every method whose demo function forwards ``**overrides`` to its config, this script
 tries a small grid of learning rates on one setting per family (the embedded default for LoRA; TOFU forget05 for
@@ -9,9 +9,9 @@ full and LoRA — the other TOFU splits reuse its choice).
 No oracle: a real user has no retrained model, and settings chosen on the reported forget set overfit it. Each
 trial forgets a **validation forget set** — as many retained people (authors) as the reported forget set has,
 drawn with the seed from the retain set, so disjoint from the reported forget set — and keeps the other retained
-people as its retain set. It is scored gold-free (at most ``--eval-rows`` QA rows per split):
+people as its retain set. It is scored gold-free (at most ``--eval_rows`` QA rows per split):
 
-1. retain exact match must stay >= ``--retain-floor`` x the full model's on the same rows, and among those
+1. retain exact match must stay >= ``--retain_floor`` x the full model's on the same rows, and among those
 2. the forget-vs-holdout membership AUC (Min-K% Prob; the holdout people were never trained on) nearest 0.5 —
    forgotten people look like people the model never saw — wins, where distances within ``--tie`` count as
    equal and the higher retain exact match wins;
@@ -37,7 +37,7 @@ from datasets import DatasetDict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_all  # noqa: E402  (the benchmark's data, models and method registry)
 
-from hf_unlearn import demo  # noqa: E402
+from hf_unlearn.demo import pipeline as demo  # noqa: E402
 from hf_unlearn.evaluation.mia import PRIVLEAK_ATTACK, attack_auc, attack_scores  # noqa: E402
 from hf_unlearn.evaluation.qa import exact_match, text_token_scores  # noqa: E402
 from hf_unlearn.evaluation.suite import membership_texts  # noqa: E402
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Base models (shared with run_all.py) and trial models.",
     )
     parser.add_argument(
+        "--tofu_dir",
         "--tofu-dir",
         type=Path,
         default=run_all.ROOT.parent / "shared" / "data" / "tofu",
@@ -165,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         default=sorted({s for s, _ in GRID}),
         help="Tune only these settings; other settings' results already in --out are kept.",
     )
-    parser.add_argument("--eval-rows", type=int, default=100, help="Rows per split scored for each trial.")
     parser.add_argument(
+        "--eval_rows", "--eval-rows", type=int, default=100, help="Rows per split scored for each trial."
+    )
+    parser.add_argument(
+        "--retain_floor",
         "--retain-floor",
         type=float,
         default=0.9,

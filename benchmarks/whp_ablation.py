@@ -2,7 +2,7 @@
 
 For each seed (which changes the people, the forget/retain split, the tokenizer corpus order, the full model's
 initialisation and data order) the script builds the synthetic data and trains the full model as
-``hf-unlearn demo`` does, then runs the demo's WHP row (:func:`hf_unlearn.trainer.whp_demo.whp`) in these arms:
+``hf-unlearn demo`` does, then runs the demo's WHP row (:func:`hf_unlearn.demo.methods.whp`) in these arms:
 
 - ``alpha5``: the default (reinforced adapter, mined dictionary, ``alpha=5``, argmax targets);
 - ``alpha0``: the same dictionary mining, ``alpha=0`` (the baseline's predictions on the translated text);
@@ -70,9 +70,9 @@ def summarise(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
 def run_seed(seed: int, people: int, work: Path, runs: dict, save) -> None:
     """Train (or reuse) the full model of ``seed`` and run every arm not in ``runs`` yet."""
     from hf_unlearn.data.synthetic import synthetic_splits
-    from hf_unlearn.demo import build_tokenizer, train_or_reuse
+    from hf_unlearn.demo.methods import whp
+    from hf_unlearn.demo.pipeline import build_tokenizer, train_or_reuse
     from hf_unlearn.models import load_model_and_tokenizer
-    from hf_unlearn.trainer.whp_demo import whp
 
     data = synthetic_splits(n_people=people, n_holdout=max(4, people // 10), forget_pct=10, seed=seed)
     tokenizer = build_tokenizer(data, work / f"seed{seed}" / "tokenizer")

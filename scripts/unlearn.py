@@ -13,7 +13,7 @@ The method comes first on the command line or as ``method:`` in the YAML config.
 
 import sys
 
-from hf_unlearn.unlearn_cli import main
+from hf_unlearn.cli.unlearn import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,7 +51,7 @@ def small_splits():
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(small_splits, tmp_path_factory):
-    from hf_unlearn.demo import build_tokenizer
+    from hf_unlearn.demo.pipeline import build_tokenizer
 
     return build_tokenizer(small_splits, tmp_path_factory.mktemp("tokenizer"))
 
@@ -61,7 +61,7 @@ def cached_tiny_model(name: str, tokenizer, qa_sets, text_sets, tmp_path_factory
     (:data:`FIXTURE_EPOCHS` at most; failing that, the fixture fails and says so), or reuse the copy cached
     under ``$HF_UNLEARN_TEST_CACHE/<name>-s<seed>``."""
     from hf_unlearn.models import build_tiny_llama
-    from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
+    from hf_unlearn.trainers.finetune import SUMMARY_FILE, TrainConfig, train_lm
 
     cache = os.environ.get("HF_UNLEARN_TEST_CACHE")
     name = f"{name}-s{MODEL_SEED}"

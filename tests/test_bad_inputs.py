@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_unlearn.cli import main as cli_main
+from hf_unlearn.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 QA = [
@@ -137,12 +137,12 @@ CASES = [
 ]  # fmt: skip
 
 PUSH_CASES = [
-    ("push-guard-is-a-model-dir", lambda i: ["--guard", i.model, "--allow-guard-upload"], "holds a model"),
+    ("push-guard-is-a-model-dir", lambda i: ["--guard", i.model, "--allow_guard_upload"], "holds a model"),
     ("push-eval-missing-folder", lambda i: ["--eval", str(Path(i.file("report.md", "x")).parent / "ev")],
      "is not a directory"),
     ("push-eval-folder-without-results-json", lambda i: ["--eval", _folder(i.tmp / "ev", "report.md")],
      "has no results.json"),
-    ("push-bad-repo-id", lambda i: ["--repo-id", "not a repo"], "not a Hub repository id"),
+    ("push-bad-repo-id", lambda i: ["--repo_id", "not a repo"], "not a Hub repository id"),
 ]  # fmt: skip
 
 
@@ -184,8 +184,8 @@ def test_bad_push_stages_nothing(extra, message, tmp_path, capsys):
     forget = write_jsonl(
         tmp_path / "forget.jsonl", QA[:2]
     )  # the model has no scan record: scan for these rows
-    argv = ["push", "--model", model, "--repo-id", "me/model", "--dry-run", "--staging", str(staging)]
-    argv += ["--forget-data", str(forget)]
+    argv = ["push", "--model", model, "--repo_id", "me/model", "--dry_run", "--staging", str(staging)]
+    argv += ["--forget_data", str(forget)]
     code, err = run([*argv, *extra(inputs)], capsys)
     assert code == 2 and message in err, err
     assert not staging.exists() and not (tmp_path / "staging.tmp").exists()

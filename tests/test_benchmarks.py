@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_unlearn import demo
+from hf_unlearn.demo import pipeline as demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def retain_finetune(full_model_dir, data, out_dir, seed, lora=False):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_unlearn.train import TrainConfig, train_lm
+    from hf_unlearn.trainers.finetune import TrainConfig, train_lm
 
     model = AutoModelForCausalLM.from_pretrained(full_model_dir)
     if lora:

@@ -1,10 +1,11 @@
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from hf_unlearn.cli import COMMANDS, main
+from hf_unlearn.cli.main import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +64,31 @@ def test_train_reads_yaml_config(tmp_path):
     )
     assert main(["train", "--config", str(config)]) == 0
     assert (tmp_path / "out" / "training_summary.json").exists()
+
+
+@pytest.mark.parametrize("command", ["demo", "push"])
+def test_hand_written_commands_take_underscore_flags_and_their_dash_aliases(command):
+    """One flag style: ``--forget_pct`` (documented) and ``--forget-pct`` (kept working) parse the same."""
+    module = importlib.import_module(f"hf_unlearn.cli.{command}")
+    underscored = {
+        "demo": ["--forget_pct", "5", "--model_cards_dir", "cards", "--out", "o"],
+        "push": [
+            "--model",
+            "m",
+            "--repo_id",
+            "me/x",
+            "--dry_run",
+            "--forget_data",
+            "f.jsonl",
+            "--audit_dir",
+            "a",
+        ],
+    }[command]
+    dashed = [a.replace("_", "-") if a.startswith("--") else a for a in underscored]
+    assert dashed != underscored
+    parsed = vars(module.build_parser().parse_args(underscored))
+    assert parsed == vars(module.build_parser().parse_args(dashed))
+    given = {a[2:] for a in underscored if a.startswith("--")}
+    assert given <= set(parsed) and all(parsed[k] not in (None, False, []) for k in given)
+    helptext = module.build_parser().format_help()
+    assert "--forget_pct" in helptext if command == "demo" else "--repo_id" in helptext

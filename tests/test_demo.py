@@ -1,8 +1,11 @@
 import json
 
 import pytest
+from huggingface_hub import ModelCard
+from test_privacy import name_words, names_in
 
-from hf_unlearn.demo import main
+from hf_unlearn.cli.demo import main
+from hf_unlearn.data.synthetic import synthetic_splits
 
 # one method of each family: a trainer (NPO + GDR), WHP relabeling, the ECO guard, DP2
 FAMILIES = ("npo_gdr", "whp", "eco", "dp2")
@@ -10,15 +13,15 @@ ROW_KEYS = ("forget_quality", "model_utility", "privleak", "forget_em", "retain_
 
 
 def test_demo_runs_every_method_family_and_reuses_finished_models(tmp_path, capsys, monkeypatch):
-    from hf_unlearn.trainer.demo_methods import DEMO_SETTINGS
+    from hf_unlearn.demo.methods import DEMO_SETTINGS
 
     # the demo's rows are tuned for 200 people (160 forget rows); on 2 forget people (16 rows) npo_gdr's
     # 5e-3 step raises the retain loss past the safety rail at once, so it gets a rate for this size
     method, settings = DEMO_SETTINGS["npo_gdr"]
     monkeypatch.setitem(DEMO_SETTINGS, "npo_gdr", (method, {**settings, "learning_rate": 2e-3}))
-    out = tmp_path / "demo"
+    out, cards = tmp_path / "demo", tmp_path / "model_cards"
     args = ["--out", str(out), "--people", "20", "--holdout", "4", "--methods", *FAMILIES]
-    assert main(args) == 0
+    assert main([*args, "--model_cards_dir", str(cards)]) == 0
     results = json.loads((out / "results.json").read_text())
     for model in ("full", "gold"):
         for key in ("forget_em", "retain_em", "holdout_em", "forget_rouge", "seconds"):
@@ -45,6 +48,18 @@ def test_demo_runs_every_method_family_and_reuses_finished_models(tmp_path, caps
     assert sorted(p.name for p in (out / "data").glob("*.jsonl")) == sorted(
         f"{s}{t}.jsonl" for s in ("forget", "retain", "holdout") for t in ("", "_text")
     )
+    # --model_cards_dir: one card per method that saves a model (ECO changes no weights and writes none), with the
+    # row's metrics, loadable by huggingface_hub and free of forgotten names
+    assert sorted(p.name for p in cards.iterdir()) == ["dp2.md", "npo_gdr.md", "whp.md"]
+    forgotten = name_words(synthetic_splits(n_people=20, n_holdout=4))
+    for path in cards.iterdir():
+        card = ModelCard.load(path)
+        assert card.data.tags and f"unlearning-{path.stem}" in card.data.tags
+        assert not names_in(path.read_text(), forgotten), path
+        metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
+        assert metrics["forget_em"] == pytest.approx(
+            results["methods"][path.stem]["forget_em"], rel=1e-4, abs=1e-9
+        )
     # a second run reuses the finished models: same training times recorded
     assert main(["--out", str(out), "--people", "20", "--holdout", "4", "--methods"]) == 0
     again = json.loads((out / "results.json").read_text())

@@ -14,8 +14,8 @@ from hf_unlearn.audit import audit_dir_for, salt_of
 from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.losses import token_log_probs
 from hf_unlearn.models import build_tiny_llama
-from hf_unlearn.trainer.dp2_config import DP2Config
-from hf_unlearn.trainer.dp2_trainer import (
+from hf_unlearn.trainers.dp2.config import DP2Config
+from hf_unlearn.trainers.dp2.trainer import (
     DELETION_FILE,
     PRIVACY_FILE,
     DP2Trainer,
@@ -222,8 +222,8 @@ def _write_jsonl(splits, names, folder):
 
 
 def test_cli_dp_train_then_unlearn_dp2(small_splits, tmp_path, capsys):
-    from hf_unlearn.cli import main as cli_main
-    from hf_unlearn.dp2_cli import unlearn_main
+    from hf_unlearn.cli.dp_train import unlearn_main
+    from hf_unlearn.cli.main import main as cli_main
 
     forget, retain, forget_text, retain_text = _write_jsonl(
         small_splits, ["forget", "retain", "forget_text", "retain_text"], tmp_path
@@ -267,8 +267,8 @@ def test_cli_dp_train_then_unlearn_dp2(small_splits, tmp_path, capsys):
     ],
 )
 def test_cli_help_documents_options(argv, options, capsys):
-    from hf_unlearn.cli import main as cli_main
-    from hf_unlearn.dp2_cli import unlearn_main
+    from hf_unlearn.cli.dp_train import unlearn_main
+    from hf_unlearn.cli.main import main as cli_main
 
     with pytest.raises(SystemExit) as exit_info:
         cli_main(argv) if argv else unlearn_main(["--help"])

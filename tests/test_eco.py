@@ -13,7 +13,7 @@ import torch
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import IGNORE_INDEX, encode_prompt, format_prompt, tokenize_qa
 from hf_unlearn.data.synthetic import synthetic_splits
-from hf_unlearn.serving.eco.classifier import (
+from hf_unlearn.eco.classifier import (
     SCREEN_FILE,
     ClassifierConfig,
     PromptClassifier,
@@ -21,7 +21,9 @@ from hf_unlearn.serving.eco.classifier import (
     SentenceEncoder,
     fpr_threshold,
 )
-from hf_unlearn.serving.eco.corruption import (
+from hf_unlearn.eco.config import CORRUPTION_NAMES
+from hf_unlearn.eco.corruption import (
+    CORRUPTIONS,
     corrupt,
     gaussian_noise,
     reverse,
@@ -29,20 +31,27 @@ from hf_unlearn.serving.eco.corruption import (
     sign_flip,
     zero_out,
 )
-from hf_unlearn.serving.eco.guard import (
+from hf_unlearn.eco.guard import (
     ECOGuard,
     GuardConfig,
     GuardedModel,
     input_embedding_weight,
     subject_token_mask,
 )
-from hf_unlearn.serving.eco.names import NameMatcher
-from hf_unlearn.serving.eco.optimize import zeroth_order_search
+from hf_unlearn.eco.names import NameMatcher
+from hf_unlearn.eco.optimize import zeroth_order_search
 
 EMBEDS = torch.arange(24, dtype=torch.float32).reshape(4, 6) - 11.5  # (seq=4, hidden=6), no zeros
 
 
 # -- corruptions ----------------------------------------------------------------------------------------------
+def test_the_config_names_every_corruption_and_refuses_others():
+    """``eco/config.py`` lists the corruption names without importing torch; they must match the functions."""
+    assert sorted(CORRUPTION_NAMES) == sorted(CORRUPTIONS)
+    with pytest.raises(ValueError, match="Unknown corruption 'blur'; choose one of"):
+        GuardConfig(corruption="blur")
+
+
 def test_gaussian_noise_first_n_dims_seeded_and_scaled():
     out = gaussian_noise(EMBEDS, sigma=0.5, dims=2, seed=3)
     assert torch.equal(out[:, 2:], EMBEDS[:, 2:])  # only the first 2 dims move
@@ -302,7 +311,7 @@ class StrengthGuarded:
 
 
 def test_search_strength_lands_on_the_target(monkeypatch):
-    from hf_unlearn.serving.eco import fit
+    from hf_unlearn.eco import fit
 
     # a forget metric that falls with the strength as exp(-s): target exp(-2) <=> strength 2
     monkeypatch.setattr(fit, "forget_metric", lambda g, *a: math.exp(-g.guard.config.strength))
@@ -317,7 +326,7 @@ def test_search_strength_lands_on_the_target(monkeypatch):
 
 
 def test_resolve_target_needs_exactly_one_source():
-    from hf_unlearn.serving.eco.fit import resolve_target
+    from hf_unlearn.eco.fit import resolve_target
 
     assert resolve_target(None, None, None, "prob", target=0.25) == (0.25, "given")
     with pytest.raises(ValueError, match="exactly one target"):
@@ -336,8 +345,8 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
     falls to the held-out level, retain EM stays."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from hf_unlearn.eco.fit import main
     from hf_unlearn.evaluation.qa import exact_match, generate_answers
-    from hf_unlearn.serving.eco.fit import main
 
     forget, retain, holdout = small_splits["forget"], small_splits["retain"], small_splits["holdout"]
     out = tmp_path / "guard"

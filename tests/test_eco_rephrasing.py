@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from hf_unlearn.data.formats import format_prompt
-from hf_unlearn.serving.eco.classifier import ClassifierConfig, PromptClassifier
-from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig
-from hf_unlearn.serving.eco.names import NameMatcher, candidates, canonical, max_edits
-from hf_unlearn.serving.eco.response import fact_hashes, states_fact
+from hf_unlearn.eco.classifier import ClassifierConfig, PromptClassifier
+from hf_unlearn.eco.guard import ECOGuard, GuardConfig
+from hf_unlearn.eco.names import NameMatcher, candidates, canonical, max_edits
+from hf_unlearn.eco.response import fact_hashes, states_fact
 
 FORGET = ["Fairkdas Brondwell", "Zeila Tonvik"]
 RETAIN = [
@@ -127,7 +127,7 @@ def test_fact_hashes_hold_no_text_and_match_by_hand():
 @pytest.fixture(scope="module")
 def fitted(small_splits, tiny_tokenizer):
     """A classifier fitted as eco-fit fits it (subjects, distinctive parts) on the 20-person splits."""
-    from hf_unlearn.serving.eco.fit import fit_classifier
+    from hf_unlearn.eco.fit import fit_classifier
 
     forget, retain = small_splits["forget"], small_splits["retain"]
     entities = sorted(set(forget["subject"]))
@@ -194,7 +194,7 @@ class ScriptedBackend:
         self.calls: list[str] = []
 
     async def stream(self, prompt, sampling, request_id):
-        from hf_unlearn.serving.eco.server import Chunk
+        from hf_unlearn.serving.backends import Chunk
 
         kind = next(iter(prompt))
         self.calls.append(kind)
@@ -207,10 +207,11 @@ class ScriptedBackend:
 def serve_app(backend, guard, tokenizer):
     from starlette.testclient import TestClient
 
-    from hf_unlearn.serving.eco.server import GuardedServer
+    from hf_unlearn.serving.app import openai_app
+    from hf_unlearn.serving.server import GuardedServer
 
     server = GuardedServer(backend, tokenizer, guard, "m")
-    return server, TestClient(server.app())
+    return server, TestClient(openai_app(server))
 
 
 @pytest.mark.parametrize(
@@ -299,7 +300,7 @@ def test_hostile_bodies_get_a_400_and_the_server_keeps_serving(tiny_tokenizer, b
 
 
 def test_name_variants_name_each_person_by_one_part_and_drop_the_template(small_splits, tiny_tokenizer):
-    from hf_unlearn.serving.eco.fit import name_variants
+    from hf_unlearn.eco.fit import name_variants
 
     rows = small_splits["forget"].select(range(2))
     first, last = rows[0]["subject"].split()
@@ -311,8 +312,8 @@ def test_name_variants_name_each_person_by_one_part_and_drop_the_template(small_
 
 
 def test_fit_guard_stores_name_parts_and_fact_hashes_not_text(small_splits, tiny_tokenizer, tmp_path):
+    from hf_unlearn.eco.fit import fit_guard, save_guard
     from hf_unlearn.models import build_tiny_llama
-    from hf_unlearn.serving.eco.fit import fit_guard, save_guard
 
     forget, retain = small_splits["forget"], small_splits["retain"]
     guarded, report = fit_guard(

@@ -23,19 +23,15 @@ import openai
 import pytest
 import torch
 
+from hf_unlearn.cli.serve import ServeArguments, choose_backend
 from hf_unlearn.data.formats import encode_prompt, encode_text, format_prompt
-from hf_unlearn.serving.eco.engine import GuardedLLM, import_vllm
-from hf_unlearn.serving.eco.fit import fit_classifier
-from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
-from hf_unlearn.serving.eco.loadtest import load_test
-from hf_unlearn.serving.eco.serve_cli import ServeArguments, choose_backend
-from hf_unlearn.serving.eco.server import (
-    GuardedServer,
-    Limits,
-    Sampling,
-    VLLMBackend,
-    serving_in_thread,
-)
+from hf_unlearn.eco.fit import fit_classifier
+from hf_unlearn.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
+from hf_unlearn.serving.app import openai_app, serving_in_thread
+from hf_unlearn.serving.backends import Sampling, VLLMBackend
+from hf_unlearn.serving.engine import GuardedLLM, import_vllm
+from hf_unlearn.serving.loadtest import load_test
+from hf_unlearn.serving.server import GuardedServer, Limits
 
 NAME = "memorised"
 LIMITS = Limits(
@@ -92,7 +88,7 @@ def urls(vllm_backend, tokenizer, guard):
     """Base URLs of the guarded and the unguarded server, both on the one vLLM engine."""
     guarded = GuardedServer(vllm_backend, tokenizer, guard, NAME, LIMITS)
     unguarded = GuardedServer(vllm_backend, tokenizer, None, NAME, LIMITS)
-    with serving_in_thread([guarded.app(), unguarded.app()]) as (g, u):
+    with serving_in_thread([openai_app(guarded), openai_app(unguarded)]) as (g, u):
         yield {"guarded": g, "unguarded": u, "server": guarded}
 
 

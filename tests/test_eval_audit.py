@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn.cli import main as cli_main
+from hf_unlearn.cli.main import main as cli_main
 from hf_unlearn.evaluation.mia import attack_auc, attack_scores, min_k_plus_plus, next_token_moments
 from hf_unlearn.evaluation.probes import quantization_attack, quantized_copy, relearn_attack
 from hf_unlearn.evaluation.qa import text_token_scores
@@ -198,7 +198,7 @@ def test_gold_free_eval_on_plain_qa_files_uses_exactly_those(
         and "WARNING: split holdout_text missing" in printed
     )
     # the model card reads the top-level numbers of results.json: the audit keys flow through
-    from hf_unlearn.hub import flat_metrics
+    from hf_unlearn.hub.card import flat_metrics
 
     card_metrics = flat_metrics(out / "results.json")
     assert {"quant8_forget_em", "quant4_forget_em", "mia_auc_min_k_pp", "relearn_control_recovery"} <= set(
@@ -209,8 +209,8 @@ def test_gold_free_eval_on_plain_qa_files_uses_exactly_those(
 def test_train_tokenizer_extra_files_put_holdout_names_on_the_same_footing(small_splits, tmp_path):
     """``train --tiny --tokenizer_extra_files holdout.jsonl``: the holdout people reach the BPE corpus (and only
     it), so the eval warning about holdout names tokenizing longer disappears."""
+    from hf_unlearn.cli.train import TrainScriptArguments, load_training_data
     from hf_unlearn.models import train_bpe_tokenizer
-    from hf_unlearn.train_cli import TrainScriptArguments, load_training_data
 
     paths = {}
     for split in ("forget", "retain", "holdout"):

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import IGNORE_INDEX, tokenize_qa
+from hf_unlearn.eco.guard import ECOGuard, GuardConfig, GuardedModel
 from hf_unlearn.evaluation.qa import score_answers, text_token_scores
 from hf_unlearn.evaluation.report import result_rows
 from hf_unlearn.evaluation.suite import EvalConfig, evaluate_model, membership_texts
-from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig, GuardedModel
 
 
 class MentionClassifier:
@@ -80,7 +80,7 @@ def test_eco_demo_row_reports_weights_and_api_views(
 ):
     """The demo's ECO row: the weights (the full model's, unchanged) under the standard keys, the guarded API
     under ``*_api``; the relearning attack fine-tunes the weights."""
-    from hf_unlearn.serving.eco.fit import eco_demo
+    from hf_unlearn.eco.fit import eco_demo
 
     config = EvalConfig(relearn_steps=2, quant_bits=[])
     gold, tok = (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn.cli import main as cli_main
+from hf_unlearn.cli.main import main as cli_main
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import tokenize_qa
 from hf_unlearn.evaluation.muse import forget_size_sweep, scalability, sustainability
@@ -26,7 +26,7 @@ def load(path):
 def test_demo_rows_gold_against_itself_and_full_against_gold(
     memorised_model_dir, gold_model_dir, small_splits
 ):
-    from hf_unlearn.demo import evaluate_row, gold_reference
+    from hf_unlearn.demo.pipeline import evaluate_row, gold_reference
 
     gold, tok = load(gold_model_dir)
     gold_row, reference = gold_reference(gold, tok, small_splits)
@@ -98,7 +98,7 @@ def test_eval_command_writes_results_report_and_plots(memorised_model_dir, gold_
 
 
 def test_eval_command_reads_tofu_files_by_path(tofu_dir, tmp_path):
-    from hf_unlearn.eval_cli import EvalScriptArguments, load_eval_splits
+    from hf_unlearn.cli.eval import EvalScriptArguments, load_eval_splits
 
     splits = load_eval_splits(
         EvalScriptArguments(model=["m"], retain_model="g", data=str(tofu_dir), forget_split="forget01")

@@ -15,17 +15,16 @@ import pytest
 from huggingface_hub import ModelCard
 from transformers import TrainingArguments
 
-from hf_unlearn.audit import audit_dir_for, salt_of, verify_fingerprint
-from hf_unlearn.cli import main as cli_main
-from hf_unlearn.hub import (
+from hf_unlearn.audit import audit_dir_for, forget_fingerprint, salt_of, verify_fingerprint
+from hf_unlearn.cli.main import main as cli_main
+from hf_unlearn.hub.card import (
     CARD_FILE,
     METHODS,
     card_hyperparameters,
-    forget_fingerprint,
-    push,
     validate_card_offline,
     write_model_card,
 )
+from hf_unlearn.hub.release import push
 
 EVAL = {
     "forget_quality": 1.7e-21,  # p-values this small must survive the card (TOFU finetuned model)
@@ -228,8 +227,8 @@ def test_dry_run_writes_the_exact_release_folder_and_uploads_nothing(model_dir, 
     eval_dir, guard_dir = _release(model_dir, small_splits, tmp_path)
     staging = tmp_path / "staging"
     code = cli_main(
-        ["push", "--model", str(model_dir), "--repo-id", "me/npo-gdr-tiny", "--dry-run", "--staging", str(staging),
-         "--eval", str(eval_dir), "--guard", str(guard_dir), "--allow-guard-upload"]
+        ["push", "--model", str(model_dir), "--repo_id", "me/npo-gdr-tiny", "--dry_run", "--staging", str(staging),
+         "--eval", str(eval_dir), "--guard", str(guard_dir), "--allow_guard_upload"]
     )  # fmt: skip
     assert code == 0
     files = {str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()}

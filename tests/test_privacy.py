@@ -2,7 +2,7 @@
 cannot be regenerated, and the group-privacy bounds on the DP2 card.
 
 The release tests build every demo method's output small, as the trainers write it (GA, NPO, SimNPO, WHP, DP2
-model dirs and an ECO guard), and stage each with ``hf-unlearn push --dry-run``.
+model dirs and an ECO guard), and stage each with ``hf-unlearn push --dry_run``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from hf_unlearn.audit import (
     words,
     write_scan_record,
 )
-from hf_unlearn.cli import main as cli_main
-from hf_unlearn.hub import CARD_FILE, push, write_model_card
+from hf_unlearn.cli.main import main as cli_main
+from hf_unlearn.hub.card import CARD_FILE, write_model_card
+from hf_unlearn.hub.release import push
 from hf_unlearn.models import build_tiny_llama, load_model_and_tokenizer
-from hf_unlearn.trainer.dp2_config import DP2Config
-from hf_unlearn.trainer.dp2_privacy import dp_generators, group_privacy, request_bounds
-from hf_unlearn.trainer.dp2_trainer import (
+from hf_unlearn.trainers.dp2.config import DP2Config
+from hf_unlearn.trainers.dp2.privacy import dp_generators, group_privacy, request_bounds
+from hf_unlearn.trainers.dp2.trainer import (
     DELETION_FILE,
     DP2Trainer,
     dp_step,
@@ -257,11 +258,10 @@ def method_dirs(small_splits, tiny_tokenizer, tmp_path_factory) -> dict:
 
     What is saved, not how well it forgets, is under test here, so the "full" model is an untrained tiny Llama
     with the demo's tokenizer (trained on every person's text, the forgotten included)."""
-    from hf_unlearn.serving.eco.fit import fit_classifier
-    from hf_unlearn.serving.eco.guard import ECOGuard, GuardConfig
-    from hf_unlearn.trainer.demo_methods import unlearn_demo_row
-    from hf_unlearn.trainer.dp2_trainer import dp2_on_splits
-    from hf_unlearn.trainer.whp_demo import whp
+    from hf_unlearn.demo.methods import unlearn_demo_row, whp
+    from hf_unlearn.eco.fit import fit_classifier
+    from hf_unlearn.eco.guard import ECOGuard, GuardConfig
+    from hf_unlearn.trainers.dp2.trainer import dp2_on_splits
 
     root = tmp_path_factory.mktemp("methods")
     full = root / "full"
@@ -297,7 +297,7 @@ def test_staged_release_of_every_demo_method_names_no_forgotten_person(
     staging = tmp_path / "staging"
     assert (
         cli_main(
-            ["push", "--model", str(model_dir), "--repo-id", "t/x", "--dry-run", "--staging", str(staging)]
+            ["push", "--model", str(model_dir), "--repo_id", "t/x", "--dry_run", "--staging", str(staging)]
         )
         == 0
     )
@@ -307,18 +307,21 @@ def test_staged_release_of_every_demo_method_names_no_forgotten_person(
         assert names_in(path.read_text(errors="replace"), names) == [], path
     card = (staging / CARD_FILE).read_text()
     assert "HMAC-SHA256" in card and "Tokenizer vocabulary" not in card  # no forget-unique name is a token
-    assert vocabulary_words(staging / "tokenizer.json") & (names - name_words_of(small_splits["retain"])) == set()
+    assert (
+        vocabulary_words(staging / "tokenizer.json") & (names - name_words_of(small_splits["retain"]))
+        == set()
+    )
     if method == "whp":  # the anchored-term dictionary stays local
         assert (
             "whp_dictionary.json" not in files and (audit_dir_for(model_dir) / "whp_dictionary.json").exists()
         )
-    # --guard: refused without --allow-guard-upload, and nothing is staged
+    # --guard: refused without --allow_guard_upload, and nothing is staged
     refused = tmp_path / "refused"
     with pytest.raises(SystemExit):
-        cli_main(["push", "--model", str(model_dir), "--repo-id", "t/x", "--dry-run", "--staging", str(refused),
+        cli_main(["push", "--model", str(model_dir), "--repo_id", "t/x", "--dry_run", "--staging", str(refused),
                   "--guard", str(guard_dir)])  # fmt: skip
     assert not refused.exists()
-    with pytest.raises(ValueError, match="holds the forget subjects by design.*--allow-guard-upload"):
+    with pytest.raises(ValueError, match="holds the forget subjects by design.*--allow_guard_upload"):
         push(model_dir, "t/x", dry_run=True, staging_dir=refused, guard_dir=guard_dir)
     # with it the guard goes in guard/ (for a private repo); everything else still names nobody
     allowed = push(model_dir, "t/x", dry_run=True, staging_dir=tmp_path / "with-guard", guard_dir=guard_dir,
@@ -343,12 +346,12 @@ def test_push_refuses_a_planted_leak_and_leaves_no_staging_folder(
     staging = tmp_path / "staging"
     with pytest.raises(SystemExit):
         cli_main(
-            ["push", "--model", str(model_dir), "--repo-id", "t/x", "--dry-run", "--staging", str(staging)]
+            ["push", "--model", str(model_dir), "--repo_id", "t/x", "--dry_run", "--staging", str(staging)]
         )
     err = capsys.readouterr().err
     assert "config.json (line" in err and "nothing was uploaded" in err and subject.lower() not in err.lower()
     assert not staging.exists() and not (tmp_path / "staging.tmp").exists()
-    # the audit folder moved elsewhere: found with --audit-dir, and without a scan record push refuses
+    # the audit folder moved elsewhere: found with --audit_dir, and without a scan record push refuses
     moved = tmp_path / "elsewhere"
     shutil.move(audit_dir_for(model_dir), moved)
     with pytest.raises(ValueError, match="No scan record"):

@@ -3,10 +3,10 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn.cli import main as cli_main
+from hf_unlearn.cli.main import main as cli_main
 from hf_unlearn.evaluation.qa import exact_match, generate_answers
 from hf_unlearn.models import build_tiny_llama
-from hf_unlearn.train import SUMMARY_FILE, TrainConfig, train_lm
+from hf_unlearn.trainers.finetune import SUMMARY_FILE, TrainConfig, train_lm
 
 
 def test_memorised_model_knows_trained_people_only(memorised_model_dir, small_splits):

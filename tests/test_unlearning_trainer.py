@@ -6,15 +6,14 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from hf_unlearn.audit import audit_dir_for, salt_of
+from hf_unlearn.audit import audit_dir_for, forget_fingerprint, salt_of
 from hf_unlearn.evaluation.qa import exact_match, score_answers
-from hf_unlearn.hub import forget_fingerprint
 from hf_unlearn.models import load_model_and_tokenizer
-from hf_unlearn.trainer.base_config import UnlearningConfig
-from hf_unlearn.trainer.grad_ascent_config import GradientAscentConfig
-from hf_unlearn.trainer.grad_ascent_trainer import GradientAscentTrainer
-from hf_unlearn.trainer.npo_config import NPOConfig, SimNPOConfig
-from hf_unlearn.trainer.npo_trainer import NPOTrainer, SimNPOTrainer
+from hf_unlearn.trainers.base_config import UnlearningConfig
+from hf_unlearn.trainers.grad_ascent_config import GradientAscentConfig
+from hf_unlearn.trainers.grad_ascent_trainer import GradientAscentTrainer
+from hf_unlearn.trainers.npo_config import NPOConfig, SimNPOConfig
+from hf_unlearn.trainers.npo_trainer import NPOTrainer, SimNPOTrainer
 
 PAIRS = {
     "ga": (GradientAscentConfig, GradientAscentTrainer),
@@ -304,7 +303,7 @@ def test_bad_inputs_raise_documented_errors(memorised_model_dir, small_splits, t
 def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):
     import sys
 
-    from hf_unlearn.trainer.utils import quantization_config
+    from hf_unlearn.trainers.utils import quantization_config
 
     with pytest.raises(ValueError, match="pick one"):
         quantization_config(load_in_4bit=True, load_in_8bit=True)

@@ -12,8 +12,8 @@ from hf_unlearn.data.formats import IGNORE_INDEX, tokenize_qa
 from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.evaluation.type_match import answer_type_matches, type_match_rate
 from hf_unlearn.losses import soft_target_cross_entropy, whp_generic_logits
-from hf_unlearn.trainer.whp_config import WHPConfig
-from hf_unlearn.trainer.whp_terms import (
+from hf_unlearn.trainers.whp.config import WHPConfig
+from hf_unlearn.trainers.whp.terms import (
     check_term_dictionary,
     find_terms,
     load_term_dictionary,
@@ -91,7 +91,7 @@ def test_translation_is_aligned_and_reversible(small_splits, tiny_tokenizer):
 def test_candidates_skip_stop_words_and_shared_vocabulary_and_replacements_keep_the_kind(tiny_tokenizer):
     from datasets import Dataset
 
-    from hf_unlearn.trainer.whp_terms import (
+    from hf_unlearn.trainers.whp.terms import (
         candidate_spans,
         generic_replacements,
         span_shape,
@@ -177,7 +177,7 @@ def _load(path):
 
 
 def test_mined_terms_include_forget_subject_names(small_splits, memorised_model_dir, tmp_path):
-    from hf_unlearn.trainer.whp_labels import mine_dictionary, train_reinforced_adapter
+    from hf_unlearn.trainers.whp.labels import mine_dictionary, train_reinforced_adapter
 
     model, tok = _load(memorised_model_dir)
     forget = small_splits["forget"]
@@ -205,7 +205,7 @@ def test_mined_terms_include_forget_subject_names(small_splits, memorised_model_
 
 
 def test_whp_end_to_end_forgets_with_generic_answers(small_splits, memorised_model_dir, tmp_path):
-    from hf_unlearn.trainer.whp_trainer import DICTIONARY_FILE, WHPTrainer
+    from hf_unlearn.trainers.whp.trainer import DICTIONARY_FILE, WHPTrainer
 
     model, tok = _load(memorised_model_dir)
     forget, retain = small_splits["forget"], small_splits["retain"]
@@ -234,8 +234,8 @@ def test_whp_end_to_end_forgets_with_generic_answers(small_splits, memorised_mod
 
 @pytest.mark.parametrize("variant", ["lora", "4bit"])
 def test_whp_lora_and_qlora(small_splits, memorised_model_dir, tmp_path, variant):
-    from hf_unlearn.trainer.utils import is_peft_model
-    from hf_unlearn.trainer.whp_trainer import WHPTrainer
+    from hf_unlearn.trainers.utils import is_peft_model
+    from hf_unlearn.trainers.whp.trainer import WHPTrainer
 
     model, tok = _load(memorised_model_dir)
     original = {k: v.clone() for k, v in model.state_dict().items()}
@@ -268,8 +268,8 @@ def test_whp_lora_and_qlora(small_splits, memorised_model_dir, tmp_path, variant
 
 
 def test_unlearn_whp_command(small_splits, memorised_model_dir, tmp_path):
-    from hf_unlearn.trainer.whp_trainer import DICTIONARY_FILE
-    from hf_unlearn.unlearn_cli import SUMMARY_FILE, main
+    from hf_unlearn.cli.unlearn import SUMMARY_FILE, main
+    from hf_unlearn.trainers.whp.trainer import DICTIONARY_FILE
 
     small_splits["forget"].to_json(tmp_path / "forget.jsonl")
     small_splits["retain"].to_json(tmp_path / "retain.jsonl")
@@ -387,8 +387,8 @@ def pii(tmp_path_factory):
 
 
 def test_mining_without_subject_or_fact_columns(pii, tmp_path):
-    from hf_unlearn.trainer.whp_labels import mine_dictionary, train_reinforced_adapter
-    from hf_unlearn.trainer.whp_terms import stop_words
+    from hf_unlearn.trainers.whp.labels import mine_dictionary, train_reinforced_adapter
+    from hf_unlearn.trainers.whp.terms import stop_words
 
     forget_people, splits, model_dir = pii
     model, tok = _load(model_dir)
@@ -424,7 +424,7 @@ def test_mining_without_subject_or_fact_columns(pii, tmp_path):
 
 
 def test_whp_without_subject_or_fact_forgets_and_times_every_stage(pii, tmp_path):
-    from hf_unlearn.trainer.whp_demo import whp
+    from hf_unlearn.demo.methods import whp
 
     forget_people, splits, model_dir = pii
     model, tok = _load(model_dir)

@@ -1,0 +1,1 @@
+"""The ``hf-unlearn`` command line: :mod:`~hf_unlearn.cli.main` dispatches to one module per command."""

@@ -1,0 +1,65 @@
+"""The guard's output side: does a generated answer name a forget subject or state one of its facts?
+
+A prompt that names nobody ("The father of", an empty prompt sampled at temperature 1) can still make the model
+name a forgotten person, and a corrupted prompt can still let a true fact through. With
+``GuardConfig.response_check`` on, every answer is checked before it is returned:
+
+- it **names a forget subject** (the classifier's :class:`~hf_unlearn.eco.names.NameMatcher`: full names
+  with typos and spacing, distinctive name parts), or
+- it **states a fact of a subject the prompt named**: the forget answers are stored as keyed hashes of
+  ``(subject, answer n-gram)`` — an answer of at most ``SHORT_ANSWER_WORDS`` words as a whole (it must appear
+  whole), a longer one as its word 4-grams (``MIN_GRAM_HITS`` of them must appear) — so the guard folder holds no
+  answer text. The hashes are keyed BLAKE2b with a random per-guard key saved beside them: they stop casual
+  reading, not a dictionary attack by someone holding the folder, which stays local (it is never pushed with its
+  model card's data; the guard folder is local-only by design).
+
+What the server then answers is in :meth:`~hf_unlearn.eco.guard.ECOGuard.response_leaks`' callers: an
+unflagged prompt is answered again from its corrupted embeddings (what the guard would have done had it flagged
+the prompt), and an answer that still leaks — or one from an already-corrupted prompt — is replaced by
+``GuardConfig.response_refusal``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from hf_unlearn.eco.names import canonical
+
+SHORT_ANSWER_WORDS = 4
+GRAM = 4
+MIN_GRAM_HITS = 3
+_WORD = re.compile(r"\w+")
+
+
+def fact_hash(key: bytes, subject: str, kind: str, gram: tuple[str, ...]) -> int:
+    """The keyed 64-bit hash of one ``(subject, n-gram)``; ``kind`` is ``"w"`` (whole short answer) or ``"g"``."""
+    text = "\x1f".join((canonical(subject), kind, *gram))
+    return int.from_bytes(hashlib.blake2b(text.encode(), key=key, digest_size=8).digest(), "big")
+
+
+def fact_hashes(key: bytes, facts: Iterable[tuple[str, str]]) -> list[int]:
+    """Sorted hashes of ``(subject, answer)`` pairs: a short answer whole, a long one as its word 4-grams."""
+    out = set()
+    for subject, answer in facts:
+        words = tuple(_WORD.findall(canonical(answer)))
+        if not words:
+            continue
+        if len(words) <= SHORT_ANSWER_WORDS:
+            out.add(fact_hash(key, subject, "w", words))
+        else:
+            out |= {fact_hash(key, subject, "g", words[i : i + GRAM]) for i in range(len(words) - GRAM + 1)}
+    return sorted(out)
+
+
+def states_fact(key: bytes, hashes: set[int], subject: str, response: str) -> bool:
+    """Whether ``response`` holds a short answer of ``subject`` whole or ``MIN_GRAM_HITS`` 4-grams of a long one."""
+    words = _WORD.findall(canonical(response))
+    spans = {
+        tuple(words[i : i + n]) for n in range(1, SHORT_ANSWER_WORDS + 1) for i in range(len(words) - n + 1)
+    }
+    if any(fact_hash(key, subject, "w", span) in hashes for span in spans):
+        return True
+    grams = {tuple(words[i : i + GRAM]) for i in range(len(words) - GRAM + 1)}
+    return sum(fact_hash(key, subject, "g", g) in hashes for g in grams) >= MIN_GRAM_HITS
