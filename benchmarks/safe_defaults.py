@@ -109,8 +109,8 @@ def train_base(forget: Dataset, retain: Dataset, out: Path, seed: int) -> dict:
 
 
 def unlearn(model_dir: Path, method: str, overrides: dict, forget, retain, seed: int) -> dict:
-    from hf_unlearn.cli.unlearn import resolve_method
     from hf_unlearn.evaluation.qa import exact_match
+    from hf_unlearn.trainers import resolve_method
 
     config_cls, trainer_cls = resolve_method(method)
     with tempfile.TemporaryDirectory() as tmp:

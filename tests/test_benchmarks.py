@@ -212,7 +212,7 @@ def test_eco_vllm_random_llama_is_built_once_and_its_parameters_counted(tmp_path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama-h128-l2"]  # no temporary folder left
     for bad in ("128", "96x2", "128x0", "axb"):
-        with pytest.raises(ValueError, match="--random-llama"):
+        with pytest.raises(ValueError, match="--random_llama"):
             eco_vllm.random_llama(tiny_tokenizer, bad, tmp_path)
 
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from hf_unlearn.cli.main import main as cli_main
-from hf_unlearn.cli.unlearn import METHODS, SUMMARY_FILE, parameter_digest
+from hf_unlearn.cli.unlearn import SUMMARY_FILE, parameter_digest
 from hf_unlearn.io import read_json
+from hf_unlearn.trainers import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 # NPO + GDR with LoRA r=8 for 12 steps, lowered from 5e-3: at 5e-3 the safety rail cut the run at step 8 on another
@@ -184,7 +185,8 @@ def test_shipped_yaml_configs_parse(config):
     import yaml
     from trl import TrlParser
 
-    from hf_unlearn.cli.unlearn import UnlearnScriptArguments, resolve_method
+    from hf_unlearn.cli.unlearn import UnlearnScriptArguments
+    from hf_unlearn.trainers import resolve_method
 
     method = yaml.safe_load(config.read_text())["method"]
     config_cls, _ = resolve_method(method)
