@@ -54,7 +54,9 @@ def test_demo_runs_every_method_family_and_reuses_finished_models(tmp_path, caps
     forgotten = name_words(synthetic_splits(n_people=20, n_holdout=4))
     for path in cards.iterdir():
         card = ModelCard.load(path)
-        assert card.data.tags and f"unlearning-{path.stem}" in card.data.tags
+        assert any(tag.startswith(f"unlearning-{path.stem}") for tag in card.data.tags), (
+            card.data.tags
+        )  # whp_gdr
         assert not names_in(path.read_text(), forgotten), path
         metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
         assert metrics["forget_em"] == pytest.approx(
