@@ -27,11 +27,13 @@ from datasets import concatenate_datasets
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.data.synthetic import synthetic_splits
+from hf_unlearn.demo.methods import dp2_on_splits
 from hf_unlearn.demo.pipeline import evaluate_row
+from hf_unlearn.hub.card import PRIVACY_FILE
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.models import load_model_and_tokenizer
 from hf_unlearn.trainers.dp2.config import DP2Config
-from hf_unlearn.trainers.dp2.trainer import DELETION_FILE, PRIVACY_FILE, dp2_on_splits
+from hf_unlearn.trainers.dp2.trainer import DELETION_FILE
 from hf_unlearn.trainers.finetune import SUMMARY_FILE, TrainConfig, train_lm
 
 RESULTS = Path(__file__).parent / "results" / "dp2_cost.json"

@@ -345,7 +345,7 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
     falls to the held-out level, retain EM stays."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_unlearn.eco.fit import main
+    from hf_unlearn.cli.eco_fit import main
     from hf_unlearn.evaluation.qa import exact_match, generate_answers
 
     forget, retain, holdout = small_splits["forget"], small_splits["retain"], small_splits["holdout"]

@@ -80,7 +80,7 @@ def test_eco_demo_row_reports_weights_and_api_views(
 ):
     """The demo's ECO row: the weights (the full model's, unchanged) under the standard keys, the guarded API
     under ``*_api``; the relearning attack fine-tunes the weights."""
-    from hf_unlearn.eco.fit import eco_demo
+    from hf_unlearn.demo.methods import eco as eco_demo
 
     config = EvalConfig(relearn_steps=2, quant_bits=[])
     gold, tok = (

@@ -258,10 +258,9 @@ def method_dirs(small_splits, tiny_tokenizer, tmp_path_factory) -> dict:
 
     What is saved, not how well it forgets, is under test here, so the "full" model is an untrained tiny Llama
     with the demo's tokenizer (trained on every person's text, the forgotten included)."""
-    from hf_unlearn.demo.methods import unlearn_demo_row, whp
+    from hf_unlearn.demo.methods import dp2_on_splits, unlearn_demo_row, whp
     from hf_unlearn.eco.fit import fit_classifier
     from hf_unlearn.eco.guard import ECOGuard, GuardConfig
-    from hf_unlearn.trainers.dp2.trainer import dp2_on_splits
 
     root = tmp_path_factory.mktemp("methods")
     full = root / "full"
