@@ -66,3 +66,10 @@ def test_every_name_imported_from_the_package_exists():
                     and importlib.util.find_spec(f"{node.module}.{alias.name}") is None
                 ]
     assert not missing
+
+
+def test_every_package_folder_is_a_regular_package():
+    """setuptools' find_packages ships only folders with an ``__init__.py`` (a namespace folder would import from
+    a checkout but be missing from the wheel)."""
+    folders = {p.parent for p in PACKAGE.rglob("*.py")}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists()) == []

@@ -1,1 +1,1 @@
-"""Serving unlearned models: the ECO inference-time guard."""
+"""Serving a guarded model: vLLM / transformers engines, the OpenAI-compatible server, the load test."""

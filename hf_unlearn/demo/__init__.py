@@ -1,0 +1,1 @@
+"""``hf-unlearn demo``'s library side: the embedded default pipeline (``pipeline``) and its method rows (``methods``)."""
