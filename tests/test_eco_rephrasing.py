@@ -12,7 +12,7 @@ from hf_unlearn.data.formats import format_prompt
 from hf_unlearn.eco.classifier import ClassifierConfig, PromptClassifier
 from hf_unlearn.eco.guard import ECOGuard, GuardConfig
 from hf_unlearn.eco.names import NameMatcher, candidates, canonical, max_edits
-from hf_unlearn.eco.response import fact_hashes, states_fact
+from hf_unlearn.eco.response import fact_hashes, identified_subjects, identifying_facts, states_fact
 
 FORGET = ["Fairkdas Brondwell", "Zeila Tonvik"]
 RETAIN = [
@@ -182,6 +182,42 @@ def test_leaked_subjects_names_and_facts(tiny_tokenizer):
     assert guard.leaked_subjects("Where?", "In Lisbon.", known={"fairkdas brondwell"}) == {
         "fairkdas brondwell"
     }
+
+
+def test_identifying_facts_are_the_forget_answers_no_retain_answer_shares():
+    key = bytes(16)
+    facts = [(FORGET[0], "The Salt Orchard"), (FORGET[0], "Lisbon"), (FORGET[0], "1962"), (FORGET[0], "poet"),
+             (FORGET[1], "Glass Harbour"), (FORGET[1], "Shared Title"), (FORGET[0], "Shared Title")]  # fmt: skip
+    kept = identifying_facts(key, facts, retain_answers=["Lisbon", "A Retained Book"])
+    # a city a retained person shares, a year, a short word and a title two forget people share identify nobody
+    assert sorted(kept.values()) == sorted([canonical(FORGET[0]), canonical(FORGET[1])])
+    assert all("orchard" not in h and len(h) == 16 for h in kept)  # hashes only
+    assert identified_subjects(key, kept, "Where was the author of THE  salt orchard born?") == {
+        canonical(FORGET[0])
+    }
+    assert identified_subjects(key, kept, "Who wrote Glass Harbour, and The Salt Orchard?") == {
+        canonical(FORGET[0]),
+        canonical(FORGET[1]),
+    }
+    assert identified_subjects(key, kept, "Where was the poet born in 1962 in Lisbon?") == set()
+    assert (
+        identified_subjects(key, identifying_facts(bytes(range(16)), facts, []), "The Salt Orchard") == set()
+    )
+
+
+def test_a_prompt_describing_a_forget_person_by_an_identifying_fact_is_flagged(tiny_tokenizer):
+    guard = stub_guard(tiny_tokenizer)
+    key = bytes.fromhex(guard.config.response_key)
+    guard.config.identifying_facts = identifying_facts(key, [(FORGET[0], "The Salt Orchard")], [])
+    described = "Question: Where was the author of The Salt Orchard born?\nAnswer:"
+    assert guard.flags([described, "Question: Where was the author of Other Book born?\nAnswer:"]) == [
+        True,
+        False,
+    ]
+    assert "prompt_embeds" in guard.guard(described)
+    assert guard.flags([described], fast_only=True) == [True]  # no encoder needed
+    # and an answer that names nobody but states the fact leaks, whatever the prompt named
+    assert guard.leaked_subjects("Name a book.", "The Salt Orchard.") == {canonical(FORGET[0])}
 
 
 class ScriptedBackend:

@@ -67,6 +67,14 @@ class GuardConfig:
         default_factory=list,
         metadata={"help": "Keyed hashes of the forget answers' n-grams per subject (eco-fit fills them in)."},
     )
+    identifying_facts: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Keyed hashes of the forget answers no retain answer shares (a book title), each mapped to its "
+            "subject: a prompt holding one is flagged, and with response_check an answer holding one leaks "
+            "(eco-fit fills them in; see eco/response.py)."
+        },
+    )
 
     def __post_init__(self):
         if self.corruption not in CORRUPTION_NAMES:

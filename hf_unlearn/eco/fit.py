@@ -27,7 +27,7 @@ from hf_unlearn.eco.corruption import TUNABLE
 from hf_unlearn.eco.guard import ECOGuard, GuardConfig, GuardedModel
 from hf_unlearn.eco.names import NameMatcher
 from hf_unlearn.eco.optimize import forget_metric, zeroth_order_search
-from hf_unlearn.eco.response import fact_hashes
+from hf_unlearn.eco.response import fact_hashes, identifying_facts
 from hf_unlearn.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -76,14 +76,13 @@ def fit_classifier(
     return PromptClassifier.fit(positives, negatives, config, encoder)
 
 
-def forget_fact_hashes(classifier: PromptClassifier, forget: Dataset, key: str) -> list[int]:
-    """The response check's keyed hashes of each forget answer under every subject its question names."""
-    facts = [
+def forget_facts(classifier: PromptClassifier, forget: Dataset) -> list[tuple[str, str]]:
+    """``(subject, answer)`` for each forget answer under every subject its question names."""
+    return [
         (subject, answer)
         for question, answer in zip(forget["question"], forget["answer"])
         for subject in classifier.matcher.matched(question)
     ]
-    return fact_hashes(bytes.fromhex(key), facts)
 
 
 def resolve_target(
@@ -188,7 +187,9 @@ def fit_guard(
     classifier_seconds = time.perf_counter() - start
     if not guard_config.response_facts:
         guard_config.response_key = guard_config.response_key or secrets.token_hex(16)
-        guard_config.response_facts = forget_fact_hashes(classifier, forget, guard_config.response_key)
+        key, facts = bytes.fromhex(guard_config.response_key), forget_facts(classifier, forget)
+        guard_config.response_facts = fact_hashes(key, facts)
+        guard_config.identifying_facts = identifying_facts(key, facts, retain["answer"])
     value, source = resolve_target(model, tokenizer, forget, metric, target, target_model, holdout)
     guarded = GuardedModel(model, ECOGuard(classifier, tokenizer, guard_config))
     start = time.perf_counter()

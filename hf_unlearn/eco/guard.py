@@ -29,7 +29,7 @@ import torch
 from hf_unlearn.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.eco.config import GuardConfig
 from hf_unlearn.eco.corruption import corrupt
-from hf_unlearn.eco.response import states_fact
+from hf_unlearn.eco.response import identified_subjects, states_fact
 from hf_unlearn.io import read_json, write_json_atomic
 
 GUARD_CONFIG_FILE = "guard_config.json"
@@ -145,11 +145,16 @@ class ECOGuard(LockHolder):
             known = {t: self._flag_cache[t] for t in texts if t in self._flag_cache}
         todo = [t for t in dict.fromkeys(texts) if t not in known]
         if todo:
-            if fast_only:
+            described = {t: True for t in todo if self.identified(t)}  # a forget person described, not named
+            todo = [t for t in todo if t not in described]
+            if not todo:
+                new = {}
+            elif fast_only:
                 flags, decided = self.classifier.triage(todo)
                 new = {t: bool(f) for t, f, d in zip(todo, flags, decided) if d}
             else:
                 new = dict(zip(todo, (bool(f) for f in self.classifier.predict(todo))))
+            new.update(described)
             known.update(new)
             with self._lock:
                 self._flag_cache.update(new)
@@ -201,13 +206,21 @@ class ECOGuard(LockHolder):
         with torch.no_grad():
             return {"prompt_embeds": self.corrupt_embeds(ids, self.embed(ids))}
 
+    def identified(self, text: str) -> set[str]:
+        """The forget subjects whose identifying fact (``config.identifying_facts``) ``text`` holds."""
+        if not self.config.identifying_facts:
+            return set()
+        return identified_subjects(
+            bytes.fromhex(self.config.response_key), self.config.identifying_facts, text
+        )
+
     # -- the response check ---------------------------------------------------------------------------------
     def leaked_subjects(self, prompt: str | list[int], response: str, known: Iterable[str] = ()) -> set[str]:
         """The forget subjects ``response`` leaks (empty: none): those it names, and those named by ``prompt`` (or
         given in ``known``) whose stored facts it states (:mod:`~hf_unlearn.eco.response`; used when
         ``config.response_check`` is on)."""
         matcher = self.classifier.matcher
-        leaked = matcher.matched(response)
+        leaked = matcher.matched(response) | self.identified(response)
         if not self.config.response_facts:
             return leaked
         if self._facts is None:

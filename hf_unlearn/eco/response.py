@@ -13,6 +13,11 @@ name a forgotten person, and a corrupted prompt can still let a true fact throug
   reading, not a dictionary attack by someone holding the folder, which stays local (it is never pushed with its
   model card's data; the guard folder is local-only by design).
 
+- it **states an identifying fact** of a forget subject, whoever the prompt named: a forget answer that no
+  retain answer shares (a book title, not a city or a profession) is stored as a keyed hash of its words (up to
+  ``IDENTIFYING_WORDS``) mapped to its subject. The same hashes flag a *prompt* that describes a forgotten person
+  by such a fact instead of by name ("Where was the author of <their book> born?").
+
 What the server then answers is in :meth:`~hf_unlearn.eco.guard.ECOGuard.response_leaks`' callers: an
 unflagged prompt is answered again from its corrupted embeddings (what the guard would have done had it flagged
 the prompt), and an answer that still leaks — or one from an already-corrupted prompt — is replaced by
@@ -28,6 +33,8 @@ from collections.abc import Iterable
 from hf_unlearn.eco.names import canonical
 
 SHORT_ANSWER_WORDS = 4
+IDENTIFYING_WORDS = 8  # the longest answer stored as an identifying fact
+IDENTIFYING_MIN_CHARS = 6  # a one-word identifying fact must be at least this long (and not a number)
 GRAM = 4
 MIN_GRAM_HITS = 3
 _WORD = re.compile(r"\w+")
@@ -63,3 +70,38 @@ def states_fact(key: bytes, hashes: set[int], subject: str, response: str) -> bo
         return True
     grams = {tuple(words[i : i + GRAM]) for i in range(len(words) - GRAM + 1)}
     return sum(fact_hash(key, subject, "g", g) in hashes for g in grams) >= MIN_GRAM_HITS
+
+
+def _identifying_words(answer: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(canonical(answer)))
+
+
+def identifying_facts(
+    key: bytes, facts: Iterable[tuple[str, str]], retain_answers: Iterable[str]
+) -> dict[str, str]:
+    """``{hash hex: subject}`` of the forget answers (``(subject, answer)`` pairs) that identify their subject: no
+    retain answer has the same words, it is at most :data:`IDENTIFYING_WORDS` words long, and a one-word answer has
+    at least :data:`IDENTIFYING_MIN_CHARS` letters. An answer that two forget subjects share maps to neither."""
+    shared = {_identifying_words(a) for a in retain_answers}
+    owners: dict[tuple[str, ...], set[str]] = {}
+    for subject, answer in facts:
+        words = _identifying_words(answer)
+        if not words or words in shared or len(words) > IDENTIFYING_WORDS:
+            continue
+        if len(words) == 1 and (len(words[0]) < IDENTIFYING_MIN_CHARS or words[0].isdigit()):
+            continue
+        owners.setdefault(words, set()).add(canonical(subject))
+    return {
+        f"{fact_hash(key, '', 'i', words):016x}": next(iter(subjects))
+        for words, subjects in owners.items()
+        if len(subjects) == 1
+    }
+
+
+def identified_subjects(key: bytes, facts: dict[str, str], text: str) -> set[str]:
+    """The subjects of ``facts`` (:func:`identifying_facts`) whose identifying fact ``text`` holds."""
+    words = _WORD.findall(canonical(text))
+    spans = {
+        tuple(words[i : i + n]) for n in range(1, IDENTIFYING_WORDS + 1) for i in range(len(words) - n + 1)
+    }
+    return {s for span in spans if (s := facts.get(f"{fact_hash(key, '', 'i', span):016x}")) is not None}
