@@ -6,6 +6,7 @@ Everything is built locally; nothing is downloaded. Session-scoped so the suite 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,11 @@ def gold_model_dir(small_splits, tiny_tokenizer, tmp_path_factory) -> Path:
     return cached_tiny_model(
         "gold", tiny_tokenizer, [small_splits["retain"]], [small_splits["retain_text"]], tmp_path_factory
     )
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on localhost, for the rendezvous of a multi-process launch."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

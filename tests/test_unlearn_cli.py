@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -152,16 +151,14 @@ def test_interrupted_save_leaves_the_previous_result(memorised_model_dir, split_
     assert not (tmp_path / "npo.tmp").exists()
 
 
-def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split_files, tmp_path):
+def test_two_process_cpu_ddp_keeps_replicas_identical(memorised_model_dir, split_files, free_port, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--main_process_port", str(port), str(REPO / "scripts" / "unlearn.py")]
-    cmd += ["npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
+    cmd += ["--num_machines", "1", "--main_process_port", str(free_port)]
+    cmd += [str(REPO / "scripts" / "unlearn.py"), "npo", "--model", str(memorised_model_dir)]
+    cmd += ["--forget", str(split_files["forget"])]
     cmd += ["--retain", str(split_files["retain"]), "--regularizer", "gdr", "--output_dir", str(out)]
     cmd += ["--max_steps", "3", "--per_device_train_batch_size", "4", "--use_cpu", "--learning_rate", "3e-3"]
     cmd += ["--allow_degraded"]  # the rail may cut the run on some CPU; the replicas must agree either way

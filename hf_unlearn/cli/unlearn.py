@@ -75,13 +75,20 @@ class UnlearnScriptArguments:
 
 
 def parameter_digest(model) -> str:
-    """SHA-256 of every parameter's bytes, in name order: equal digests mean bit-identical weights."""
+    """SHA-256 of every parameter's bytes, in name order: equal digests mean bit-identical weights.
+
+    A sharded (FSDP2 ``DTensor``) parameter is gathered whole first, so every rank of a sharded run digests the
+    full model (all ranks must call this together).
+    """
     import torch
+    from torch.distributed.tensor import DTensor
 
     digest = hashlib.sha256()
     for name, param in sorted(model.named_parameters()):
+        value = param.detach()
+        value = value.full_tensor() if isinstance(value, DTensor) else value
         digest.update(name.encode())
-        digest.update(param.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy())
+        digest.update(value.cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy())
     return digest.hexdigest()
 
 

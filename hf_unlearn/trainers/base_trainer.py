@@ -47,7 +47,9 @@ from hf_unlearn.trainers.utils import (
     is_quantized,
     load_unlearning_model,
     lora_config,
+    rank0_only_weights,
     save_unlearned,
+    weights_on_every_rank,
 )
 
 logger = logging.getLogger(__name__)
@@ -200,6 +202,7 @@ class UnlearningTrainer(Trainer):
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._retain_start: float | None = None
         self._rail_snapshot: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._rail_candidate: tuple[int, dict[str, torch.Tensor]] | None = None
         self.stopped_early: dict | None = None
         needs_ref_forward = args.regularizer == "klr" or (
             self.uses_forget_reference and not args.precompute_ref_log_probs
@@ -261,8 +264,16 @@ class UnlearningTrainer(Trainer):
 
                 from hf_unlearn.packaged import resolve_model_source
 
-                ref_model = AutoModelForCausalLM.from_pretrained(
-                    resolve_model_source(source), dtype=self.model.dtype
+                with weights_on_every_rank():  # the reference is not sharded: each rank needs all of it
+                    ref_model = AutoModelForCausalLM.from_pretrained(
+                        resolve_model_source(source), dtype=self.model.dtype
+                    )
+            elif rank0_only_weights():
+                raise ValueError(
+                    f"The model has no local directory to load a reference from (name_or_path={source!r}), and "
+                    "under FSDP's cpu_ram_efficient_loading only rank 0 holds its weights before sharding, so a "
+                    "copy would give the other ranks a zero reference. Pass ref_model_name_or_path (or ref_model), "
+                    "or set fsdp_cpu_ram_efficient_loading: false in the accelerate config."
                 )
             else:
                 logger.info("The model has no loadable path; keeping one frozen in-memory copy as reference.")
@@ -331,6 +342,7 @@ class UnlearningTrainer(Trainer):
         """
         args = self.args
         retain = self.next_retain_batch() if self.retain_dataset is not None else None
+        self._take_rail_candidate()
         model_inputs = ("input_ids", "attention_mask")
         if args.regularizer != "none":
             width = max(inputs["input_ids"].shape[1], retain["input_ids"].shape[1])
@@ -382,8 +394,8 @@ class UnlearningTrainer(Trainer):
         )
         step = self.state.global_step  # the weights measured have had this many updates
         if value <= limit:
-            if args.safety_rail_restore and (self._rail_snapshot is None or self._rail_snapshot[0] != step):
-                self._rail_snapshot = (step, self._trainable_state())
+            if self._rail_candidate is not None and self._rail_candidate[0] == step:
+                self._rail_snapshot = self._rail_candidate  # the weights just measured, within the rail
             return
         if self.stopped_early is None:
             restored = self._rail_snapshot[0] if self._rail_snapshot is not None else None
@@ -417,6 +429,22 @@ class UnlearningTrainer(Trainer):
             f"{args.max_retain_loss_ratio:g})."
         )
 
+    def _take_rail_candidate(self) -> None:
+        """Copy the trainable weights, once per step, before its first forward pass: the safety rail keeps the copy
+        as its restore point if that step's retain loss is within the rail. Taken before the forward because under
+        FSDP2 a forward leaves some modules holding unsharded plain tensors until the backward, which could not be
+        copied back into the sharded parameters."""
+        args, step = self.args, self.state.global_step
+        if (
+            self.retain_dataset is None
+            or args.max_retain_loss_ratio <= 0
+            or not args.safety_rail_restore
+            or self.stopped_early is not None
+            or (self._rail_candidate is not None and self._rail_candidate[0] == step)
+        ):
+            return
+        self._rail_candidate = (step, self._trainable_state())
+
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the trainable parameters (the adapters only, under LoRA)."""
         model = self.accelerator.unwrap_model(self.model)
@@ -434,7 +462,7 @@ class UnlearningTrainer(Trainer):
                     params[name].copy_(value.to(params[name].device))
             self.stopped_early["steps_run"] = self.state.global_step
             result = result._replace(global_step=step)
-        self._rail_snapshot = None
+        self._rail_snapshot = self._rail_candidate = None
         return result
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -449,10 +477,14 @@ class UnlearningTrainer(Trainer):
     def save_unlearned(self, output_dir: str | Path | None = None) -> Path:
         """Save the model (adapters, or merged with ``args.merge_adapters``) and tokenizer; returns the folder."""
         output_dir = Path(output_dir or self.args.output_dir)
+        # a sharded model's full weights are gathered by all ranks together (onto rank 0's CPU)
+        state_dict = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None
         if not self.is_world_process_zero():
             return output_dir
         model = self.accelerator.unwrap_model(self.model)
-        saved = save_unlearned(model, self.processing_class, output_dir, merge=self.args.merge_adapters)
+        saved = save_unlearned(
+            model, self.processing_class, output_dir, merge=self.args.merge_adapters, state_dict=state_dict
+        )
         write_card_or_warn(
             saved,
             method=self.card_method,

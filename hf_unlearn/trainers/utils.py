@@ -7,12 +7,15 @@ These helpers are a stable API (the WHP and DP2 trainers build on them):
 - :func:`lora_config` / :func:`apply_peft`: wrap a model with LoRA adapters (QLoRA when it is quantized).
 - :func:`disabled_adapter`: the peft model with its adapters switched off, i.e. the reference model for free.
 - :func:`save_unlearned`: save adapters, or merge them into a full-precision copy of the base.
+- :func:`rank0_only_weights` / :func:`weights_on_every_rank`: FSDP's rank-0-only loading, and a way round it for
+  models that are not sharded (the frozen reference).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -134,17 +137,60 @@ def disabled_adapter(model):
         yield inner
 
 
+RANK0_LOADING_ENV = "FSDP_CPU_RAM_EFFICIENT_LOADING"
+
+
+def rank0_only_weights() -> bool:
+    """Whether ``from_pretrained`` gives real weights to rank 0 only: accelerate's FSDP with
+    ``fsdp_cpu_ram_efficient_loading`` in a multi-process run (the other ranks get zeros, and rank 0's weights
+    reach them when the model is sharded)."""
+    from transformers.integrations import is_fsdp_enabled
+
+    return is_fsdp_enabled() and torch.distributed.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def weights_on_every_rank():
+    """Context manager: ``from_pretrained`` inside it reads the real weights on every rank, also under FSDP's
+    rank-0-only loading (see :func:`rank0_only_weights`). For models that are not sharded, such as the frozen
+    reference model, which would otherwise keep zero weights on every rank but 0."""
+    before = os.environ.get(RANK0_LOADING_ENV)
+    os.environ[RANK0_LOADING_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[RANK0_LOADING_ENV]
+        else:
+            os.environ[RANK0_LOADING_ENV] = before
+
+
 def save_unlearned(
-    model, tokenizer, output_dir: str | Path, merge: bool = False, base_name_or_path: str | Path | None = None
+    model,
+    tokenizer,
+    output_dir: str | Path,
+    merge: bool = False,
+    base_name_or_path: str | Path | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save the unlearned model and its tokenizer into ``output_dir`` and return it.
 
     A ``PeftModel`` saves its adapters (a few MB) unless ``merge``: then the adapters are merged into the base
     weights. A quantized base cannot hold merged weights exactly, so it is reloaded in full precision from
     ``base_name_or_path`` (default: the base model's ``name_or_path``) and the trained adapters are merged
-    into that copy.
+    into that copy. ``state_dict`` is the model's full state gathered from a sharded (FSDP) model; it is saved
+    in place of the model's own, sharded, parameters.
+
+    Raises:
+        ValueError: ``merge`` with a gathered ``state_dict`` (a sharded model cannot be merged in place).
     """
     output_dir = Path(output_dir)
+    if merge and state_dict is not None and is_peft_model(model):
+        raise ValueError(
+            "merge=True on a sharded (FSDP) model: its adapters cannot be merged in place. Save the adapters "
+            "(merge_adapters=False) and merge them afterwards on one process with "
+            "PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()."
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     if merge and is_peft_model(model):
         if is_quantized(model.get_base_model()):
@@ -157,6 +203,6 @@ def save_unlearned(
             base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
             model = PeftModel.from_pretrained(base, adapter_dir)
         model = model.merge_and_unload()
-    model.save_pretrained(output_dir)
+    model.save_pretrained(output_dir, state_dict=state_dict)
     tokenizer.save_pretrained(output_dir)
     return output_dir
