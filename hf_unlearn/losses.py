@@ -11,6 +11,56 @@ import torch
 from hf_unlearn.data.formats import IGNORE_INDEX
 
 
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """``log_softmax(logits.float())`` gathered at ``index``: trl's ``selective_log_softmax`` forward, and a backward
+    that writes the logits' gradient ``g * (onehot(index) - softmax(logits))`` into one tensor a sequence at a time.
+
+    (Autograd through trl's loop over sequences would hold every sequence's gradient and then stack them, plus the
+    gather's own full-size gradient: more memory than the full log-softmax it replaces.)
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        from trl.trainer.utils import selective_log_softmax
+
+        ctx.save_for_backward(logits, index)
+        if logits.dtype == torch.float32:
+            return selective_log_softmax(logits, index)
+        # bf16 / fp16: upcast one sequence at a time, never all the logits at once
+        return torch.cat(
+            [selective_log_softmax(row.float(), ids) for row, ids in zip(logits.split(1), index.split(1))]
+        )
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, index = ctx.saved_tensors
+        if index.ndim == logits.ndim - 1:  # one id per position
+            index, grad = index.unsqueeze(-1), grad.unsqueeze(-1)
+        grad_logits = torch.empty_like(logits)  # (B, T, V)
+        for row, ids, g, out in zip(logits, index, grad, grad_logits):  # (T, V), (T, K), (T, K), (T, V)
+            row = row.float()
+            softmax = (row - row.logsumexp(-1, keepdim=True)).exp_()  # (T, V)
+            out.copy_(softmax.mul_(-g.sum(-1, keepdim=True)).scatter_add_(-1, ids, g.float()))
+        return grad_logits, None
+
+
+def gathered_log_probs(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits.float(), -1)`` gathered at ``index``, without a full-vocabulary log-softmax in memory.
+
+    The forward is trl's ``selective_log_softmax`` (the picked logits minus a per-sequence ``logsumexp``; logits
+    that are not fp32 are upcast one sequence at a time); the backward builds the logits' gradient a sequence at a
+    time. Neither holds a ``(B, T, V)`` fp32 log-softmax, the step's memory peak on a 49k-128k vocabulary.
+
+    Args:
+        logits: ``(B, T, V)`` scores.
+        index: ``(B, T)`` or ``(B, T, K)`` token ids in ``[0, V)``.
+
+    Returns:
+        fp32 log-probs of the shape of ``index``.
+    """
+    return _SelectiveLogSoftmax.apply(logits, index)
+
+
 def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each next label token, and the mask of positions that count.
 
@@ -19,13 +69,12 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
         labels: ``(B, T)`` token ids, ``-100`` where ignored.
 
     Returns:
-        ``(B, T-1)`` log-probs (0 where masked) and the ``(B, T-1)`` boolean mask.
+        ``(B, T-1)`` fp32 log-probs (0 where masked) and the ``(B, T-1)`` boolean mask.
     """
-    shift_logits = logits[:, :-1, :].float()  # (B, T-1, V)
     shift_labels = labels[:, 1:]  # (B, T-1)
     mask = shift_labels != IGNORE_INDEX
     safe = shift_labels.masked_fill(~mask, 0)
-    logps = torch.gather(shift_logits.log_softmax(-1), 2, safe.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    logps = gathered_log_probs(logits[:, :-1, :], safe)  # (B, T-1)
     return logps * mask, mask
 
 
@@ -150,9 +199,8 @@ def soft_target_cross_entropy(
     Returns:
         ``-sum_k p_k log q(id_k)`` averaged over counting positions (0 when none count).
     """
-    logps = logits[:, :-1, :].float().log_softmax(-1)  # (B, T-1, V)
     ids, probs = target_ids[:, 1:], target_probs[:, 1:].float()  # (B, T-1, K)
-    picked = torch.gather(logps, 2, ids)  # (B, T-1, K)
+    picked = gathered_log_probs(logits[:, :-1, :], ids)  # (B, T-1, K)
     per_position = -(probs * picked).sum(-1)  # (B, T-1)
     counts = probs.sum(-1) > 0
     return (per_position * counts).sum() / counts.sum().clamp(min=1)

@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from hf_unlearn.losses import ga_loss, npo_loss, retain_kl, retain_nll, sequence_log_probs, simnpo_loss
+from hf_unlearn.losses import (
+    ga_loss,
+    gathered_log_probs,
+    npo_loss,
+    retain_kl,
+    retain_nll,
+    sequence_log_probs,
+    simnpo_loss,
+    token_log_probs,
+)
 
 
 def softplus(x: float) -> float:
@@ -64,3 +73,38 @@ def test_sequence_log_probs_feed_the_losses_with_answer_tokens_only():
     logps, counts = sequence_log_probs(logits, labels)
     assert logps.item() == pytest.approx(math.log(0.5) + math.log(0.75), rel=1e-6)
     assert counts.item() == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_token_log_probs_equal_the_explicit_log_softmax_and_gather(dtype):
+    """trl's selective_log_softmax and our sequence-at-a-time backward give the values and the gradients of the
+    full fp32 log-softmax followed by a gather."""
+    generator = torch.Generator().manual_seed(0)
+    logits = (4 * torch.randn(3, 7, 301, generator=generator)).to(dtype).requires_grad_()  # (B, T, V)
+    labels = torch.randint(0, 301, (3, 7), generator=generator)
+    labels[0, :3] = -100  # a prompt
+    labels[2, 5:] = -100  # padding
+    weights = torch.randn(3, 6, generator=generator)  # an arbitrary loss on the log-probs
+    explicit = logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V), what the old code held in memory
+    expected = torch.gather(explicit, 2, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    expected_loss = (expected * (labels[:, 1:] != -100) * weights).sum()
+    expected_grad = torch.autograd.grad(expected_loss, logits, retain_graph=True)[0]
+    logps, mask = token_log_probs(logits, labels)
+    assert logps.dtype == torch.float32 and logps.shape == (3, 6)
+    assert torch.equal(mask, labels[:, 1:] != -100)
+    torch.testing.assert_close(logps, expected * mask, rtol=0, atol=1e-5)
+    assert (logps[~mask] == 0).all()
+    grad = torch.autograd.grad((logps * weights).sum(), logits)[0]
+    assert grad.dtype == dtype and grad[:, -1].abs().max() == 0  # the last position predicts nothing
+    torch.testing.assert_close(grad.float(), expected_grad.float(), rtol=0, atol=1e-5)
+    # several ids per position (WHP's soft targets): the same, gathered K at a time
+    ids = torch.randint(0, 301, (3, 6, 4), generator=generator)
+    picked = gathered_log_probs(logits[:, :-1], ids)
+    torch.testing.assert_close(picked, torch.gather(explicit, 2, ids), rtol=0, atol=1e-5)
+    k_weights = torch.randn(3, 6, 4, generator=generator)
+    torch.testing.assert_close(
+        torch.autograd.grad((picked * k_weights).sum(), logits)[0].float(),
+        torch.autograd.grad((torch.gather(explicit, 2, ids) * k_weights).sum(), logits)[0].float(),
+        rtol=0,
+        atol=1e-5,
+    )
