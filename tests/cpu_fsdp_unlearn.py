@@ -17,8 +17,8 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 from torch.distributed.tensor import DTensor
 
-from hf_unlearn.trainers.base_trainer import UnlearningTrainer
 from hf_unlearn.cli.unlearn import main, parameter_digest
+from hf_unlearn.trainers.base_trainer import UnlearningTrainer
 
 _accelerator_state_init = AcceleratorState.__init__
 _train = UnlearningTrainer.train

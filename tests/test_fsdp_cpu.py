@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from hf_unlearn.io import read_json
 from hf_unlearn.cli.unlearn import SUMMARY_FILE, parameter_digest
+from hf_unlearn.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 FSDP_CONFIG = REPO / "scripts" / "accelerate_configs" / "fsdp.yaml"
