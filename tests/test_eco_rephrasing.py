@@ -179,6 +179,10 @@ def test_leaked_subjects_names_and_facts(tiny_tokenizer):
     assert guard.leaked_subjects("Where was Brondwell born?", "In Lisbon.") == {"fairkdas brondwell"}
     assert guard.leaked_subjects("Where was Brondwell born?", "In Oslo.") == set()
     assert guard.leaked_subjects("Where was Zeila Tonvik born?", "In Lisbon.") == set()  # not her fact
+    # a first name a retain person shares ("Fairkdas Lomton") never flags, but its forget fact still leaks
+    assert guard.flags(["Where was Fairkdas born?"]) == [False]
+    assert guard.leaked_subjects("Where was Fairkdas born?", "In Lisbon.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("Where was Fairkdas born?", "In Oslo.") == set()
     assert guard.leaked_subjects("Where?", "In Lisbon.", known={"fairkdas brondwell"}) == {
         "fairkdas brondwell"
     }

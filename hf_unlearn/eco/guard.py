@@ -29,6 +29,7 @@ import torch
 from hf_unlearn.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.eco.config import GuardConfig
 from hf_unlearn.eco.corruption import corrupt
+from hf_unlearn.eco.names import subjects_named_in_part
 from hf_unlearn.eco.response import identified_subjects, states_fact
 from hf_unlearn.io import read_json, write_json_atomic
 
@@ -206,6 +207,12 @@ class ECOGuard(LockHolder):
         with torch.no_grad():
             return {"prompt_embeds": self.corrupt_embeds(ids, self.embed(ids))}
 
+    def named_in_part(self, text: str) -> set[str]:
+        """The forget subjects (``config.subjects``) one of whose name parts ``text`` holds as a word, distinctive
+        or not. A part shared with a retain person never flags a prompt, but the response check still looks for
+        that forget subject's facts in the answer ("Where was <shared surname> born?")."""
+        return subjects_named_in_part(self.config.subjects, text)
+
     def identified(self, text: str) -> set[str]:
         """The forget subjects whose identifying fact (``config.identifying_facts``) ``text`` holds."""
         if not self.config.identifying_facts:
@@ -226,7 +233,8 @@ class ECOGuard(LockHolder):
         if self._facts is None:
             self._facts = set(self.config.response_facts)
         key = bytes.fromhex(self.config.response_key)
-        asked = matcher.matched(self.prompt_text(prompt)) | set(known)
+        text = self.prompt_text(prompt)
+        asked = matcher.matched(text) | self.named_in_part(text) | set(known)
         return leaked | {s for s in asked if states_fact(key, self._facts, s, response)}
 
     # -- persistence ----------------------------------------------------------------------------------------

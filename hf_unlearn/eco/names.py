@@ -196,3 +196,14 @@ class NameMatcher:
         retain_words += [_WORD.findall(canonical(t)) for t in retain_texts]
         taken = probe.near({c for ws in retain_words for c in candidates(ws)})
         return sorted(parts - taken)
+
+
+def subjects_named_in_part(subjects: list[str], text: str) -> set[str]:
+    """The ``subjects`` (canonical) one of whose name parts of :data:`MIN_PART_LENGTH`+ letters ``text`` holds as
+    a whole word (exact, after :func:`canonical`), whether or not the part is distinctive."""
+    found = set(_WORD.findall(canonical(text)))
+    return {
+        canonical(s)
+        for s in subjects
+        if any(len(w) >= MIN_PART_LENGTH and w in found for w in _WORD.findall(canonical(s)))
+    }
