@@ -169,9 +169,10 @@ class OpenAIRoutes:
         )
 
     async def metrics(self, request):
-        from starlette.responses import PlainTextResponse
+        from starlette.responses import Response
 
-        return PlainTextResponse(self.server.metrics.render(), media_type="text/plain; version=0.0.4")
+        body, content_type = self.server.metrics.render()
+        return Response(body, media_type=content_type)
 
     async def api_error(self, request, err: APIError):
         from starlette.responses import JSONResponse

@@ -14,7 +14,7 @@ OpenAI-style ``{"error": {...}}`` JSON with a 4xx status and never take the serv
 
 Two backends serve the same API: vLLM's async engine (``VLLMBackend``) and plain transformers
 (``TransformersBackend``, slower: one request at a time, no token streaming), used when vLLM is not installed.
-``/metrics`` renders :class:`Metrics` in the Prometheus text format.
+``/metrics`` renders :class:`Metrics` (``prometheus_client`` counters) in the Prometheus text format.
 """
 
 from __future__ import annotations
@@ -69,36 +69,57 @@ class APIError(Exception):
 
 
 class Metrics:
-    """Prometheus-style counters, rendered in the text exposition format at ``/metrics``."""
+    """The server's Prometheus counters, in a registry of its own (several servers in one process don't clash),
+    rendered by ``prometheus_client`` in the text exposition format at ``/metrics``."""
 
-    HELP = {
-        "hf_unlearn_requests_total": "HTTP requests answered, by route and status code.",
-        "hf_unlearn_prompts_total": "Prompts sent to the engine, by whether the ECO guard corrupted them.",
-        "hf_unlearn_guarded_requests_total": "Requests with at least one prompt corrupted by the ECO guard.",
-        "hf_unlearn_generated_tokens_total": "Tokens generated.",
-        "hf_unlearn_response_checks_total": "Answers checked by the guard's response check, by outcome "
-        "(passed, regenerated from the corrupted prompt, refused).",
+    # name -> (help, label names)
+    COUNTERS = {
+        "hf_unlearn_requests_total": (
+            "HTTP requests answered, by route and status code.",
+            ("route", "status"),
+        ),
+        "hf_unlearn_prompts_total": (
+            "Prompts sent to the engine, by whether the ECO guard corrupted them.",
+            ("guarded",),
+        ),
+        "hf_unlearn_guarded_requests_total": (
+            "Requests with at least one prompt corrupted by the ECO guard.",
+            (),
+        ),
+        "hf_unlearn_generated_tokens_total": ("Tokens generated.", ()),
+        "hf_unlearn_response_checks_total": (
+            "Answers checked by the guard's response check, by outcome "
+            "(passed, regenerated from the corrupted prompt, refused).",
+            ("outcome",),
+        ),
     }
 
     def __init__(self):
-        self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        try:
+            from prometheus_client import CollectorRegistry, Counter
+        except ImportError as err:
+            raise ImportError(
+                "The server's /metrics need prometheus_client, which is not installed; install the server's extra: "
+                'pip install "hf-unlearn[eco]" (or pip install prometheus_client).'
+            ) from err
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.counters = {
+            name: Counter(name, help_text, labels, registry=self.registry)
+            for name, (help_text, labels) in self.COUNTERS.items()
+        }
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        self.values[key] = self.values.get(key, 0) + amount
+        counter = self.counters[name]
+        (counter.labels(**labels) if labels else counter).inc(amount)
 
     def get(self, name: str, **labels: str) -> float:
-        return self.values.get((name, tuple(sorted(labels.items()))), 0)
+        return self.registry.get_sample_value(name, labels) or 0
 
-    def render(self) -> str:
-        lines = []
-        for name, help_text in self.HELP.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-            for (metric, labels), value in sorted(self.values.items()):
-                if metric == name:
-                    tags = ",".join(f'{k}="{v}"' for k, v in labels)
-                    lines.append(f"{name}{{{tags}}} {value:g}" if tags else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def field_value(
