@@ -43,8 +43,17 @@ def test_demo_runs_every_method_family_and_reuses_finished_models(tmp_path, caps
     assert results["seed"] == 0
     env = results["environment"]
     assert env["versions"]["torch"] and env["versions"]["transformers"] and env["cpu"]["cores"] >= 1
-    table = capsys.readouterr().out
+    quiet = capsys.readouterr()
+    table = quiet.out
     assert "full" in table and "gold" in table and "forget_em" in table and "one run, seed 0" in table
+    # the default log: one bar per stage and one line per model, no nested bars of the Trainer, the evaluation
+    # or the libraries
+    for name in ("full", "gold", *FAMILIES):
+        assert f"{name}: forget_em " in table, name
+    assert "full model" in quiet.err and "methods" in quiet.err
+    for noise in ("forget QA", "paraphrased", "Generating train split", "Writing model shards", "'loss':"):
+        assert noise not in quiet.err + quiet.out, noise
+    assert quiet.err.count("\r") <= 50, quiet.err
     assert sorted(p.name for p in (out / "data").glob("*.jsonl")) == sorted(
         f"{s}{t}.jsonl" for s in ("forget", "retain", "holdout") for t in ("", "_text")
     )
@@ -62,10 +71,14 @@ def test_demo_runs_every_method_family_and_reuses_finished_models(tmp_path, caps
         assert metrics["forget_em"] == pytest.approx(
             results["methods"][path.stem]["forget_em"], rel=1e-4, abs=1e-9
         )
-    # a second run reuses the finished models: same training times recorded
-    assert main(["--out", str(out), "--people", "20", "--holdout", "4", "--methods"]) == 0
+    # a second run reuses the finished models: same training times recorded; --verbose brings the evaluation's
+    # bars back
+    assert main(["--out", str(out), "--people", "20", "--holdout", "4", "--methods", "--verbose"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["full"]["seconds"] == results["full"]["seconds"]
+    verbose = capsys.readouterr()
+    assert "forget QA" in verbose.err and "paraphrased" in verbose.err
+    assert verbose.err.count("\r") > quiet.err.count("\r")
 
 
 def test_demo_seeds_writes_mean_and_sd_per_model(tmp_path, capsys):

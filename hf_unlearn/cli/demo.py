@@ -13,6 +13,9 @@ Finished stages are reused when the demo is run again on the same ``DIR`` (``--o
 initialisation and the data order) and ``DIR/results_seeds.json`` holds every model's ``<metric>_mean``,
 ``<metric>_sd``, ``n_seeds`` and per-seed rows.
 
+The log is one progress bar per stage and one line per model (forget / retain exact match, seconds), then the
+table; ``--verbose`` also shows the Trainer's, the evaluation's and the libraries' progress bars, logs and warnings.
+
 ``--model_cards_dir DIR`` also writes each method's model card, re-rendered with the metrics of its row, to
 ``DIR/<method>.md`` (the repository's ``model_cards/`` folder is made this way).
 """
@@ -20,7 +23,6 @@ initialisation and the data order) and ``DIR/results_seeds.json`` holds every mo
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from hf_unlearn.cli.parsing import add_flag
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Also write each method's model card, with the demo's metrics, to DIR/<method>.md (e.g. model_cards).",
     )
     add_flag(parser, "overwrite", action="store_true", help="Retrain models even if DIR holds finished ones.")
+    add_flag(
+        parser,
+        "verbose",
+        action="store_true",
+        help="Show every progress bar, log line and library warning (default: one bar per stage).",
+    )
     return parser
 
 
@@ -82,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.methods or []) - set(DEMO_METHODS))
     if unknown:
         parser.error(f"unknown method(s) {unknown}; registered: {sorted(DEMO_METHODS)}")
+    from hf_unlearn.console import configure_logging, quiet_output
     from hf_unlearn.demo import pipeline
     from hf_unlearn.evaluation.report import text_table
     from hf_unlearn.seeds import mean_sd_table
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     options = {
         "n_people": args.people,
         "n_holdout": args.holdout,
@@ -94,14 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         "overwrite": args.overwrite,
         "methods": args.methods,
         "model_cards_dir": args.model_cards_dir,
+        "verbose": args.verbose,
     }
     if args.seeds:
-        summary = pipeline.run_demo_seeds(args.out, args.seeds, **options)
+        with quiet_output(args.verbose):
+            summary = pipeline.run_demo_seeds(args.out, args.seeds, **options)
         print()
         print(mean_sd_table(summary, SEEDS_TABLE_COLUMNS))
         print(f"\nWrote {args.out / pipeline.SEEDS_FILE} (seeds {args.seeds})")
         return 0
-    results = pipeline.run_demo(args.out, seed=args.seed, **options)
+    with quiet_output(args.verbose):
+        results = pipeline.run_demo(args.out, seed=args.seed, **options)
     print()
     print(text_table(results))
     print(f"\nWrote {args.out / 'results.json'} (one run, seed {args.seed})")

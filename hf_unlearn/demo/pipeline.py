@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from datasets import DatasetDict
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.data.formats import qa_as_text
@@ -73,20 +74,35 @@ def train_or_reuse(
     return model, summary
 
 
-def evaluate_row(model, tokenizer, data: DatasetDict, reference: Reference | None = None) -> dict:
+def summary_line(name: str, row: dict) -> str:
+    """One line per model for the demo's log: its name, forget / retain exact match (and, for a guard, the
+    forget exact match of its served view) and training seconds."""
+    served = f" (served {row['forget_em_api']:.3f})" if "forget_em_api" in row else ""
+    return (
+        f"{name}: forget_em {row['forget_em']:.3f}{served}, retain_em {row['retain_em']:.3f}, "
+        f"{row['seconds']:.1f} s"
+    )
+
+
+def evaluate_row(
+    model, tokenizer, data: DatasetDict, reference: Reference | None = None, progress: bool = False
+) -> dict:
     """Every ``hf-unlearn eval`` metric (forget quality, model utility, VerbMem, KnowMem, PrivLeak, relearning
     attack, ...) plus exact match and ROUGE-L on forget, retain and holdout, for one model.
 
     ``reference`` is the gold model's statistics (from :func:`gold_reference`), computed once and reused for
     every row; ``None`` scores the gold model against itself. The embedded default has no real-authors /
-    world-facts sets, so model utility here is TOFU's harmonic mean over the retain set only.
+    world-facts sets, so model utility here is TOFU's harmonic mean over the retain set only. ``progress`` shows
+    the evaluation's own bars.
     """
-    return evaluate_model(model, tokenizer, data, reference, DEMO_EVAL_CONFIG)[0]
+    return evaluate_model(model, tokenizer, data, reference, DEMO_EVAL_CONFIG, progress=progress)[0]
 
 
-def gold_reference(gold_model, tokenizer, data: DatasetDict) -> tuple[dict, Reference]:
+def gold_reference(
+    gold_model, tokenizer, data: DatasetDict, progress: bool = False
+) -> tuple[dict, Reference]:
     """The gold model's result row and the statistics every other row is compared with."""
-    return evaluate_model(gold_model, tokenizer, data, None, DEMO_EVAL_CONFIG)
+    return evaluate_model(gold_model, tokenizer, data, None, DEMO_EVAL_CONFIG, progress=progress)
 
 
 def run_demo(
@@ -98,11 +114,13 @@ def run_demo(
     overwrite: bool = False,
     methods: list[str] | None = None,
     model_cards_dir: Path | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Run the demo into ``out`` and return (and write) the results dictionary.
 
     With ``model_cards_dir`` each method's model card is also written there, with the metrics of its row
-    (:func:`export_cards`).
+    (:func:`export_cards`). The log is one progress bar per stage (full model, gold model, methods) and one
+    :func:`summary_line` per model; ``verbose`` adds the Trainer's and the evaluation's own bars.
     """
     demo_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -123,26 +141,35 @@ def run_demo(
         },
         "methods": {},
     }
-    trained = {
-        name: train_or_reuse(out / name, tokenizer, data, splits, seed, overwrite)
-        for name, splits in (("full", ["forget", "retain"]), ("gold", ["retain"]))
-    }
-    gold_row, reference = gold_reference(trained["gold"][0], tokenizer, data)
+    quiet_trainer = {"disable_tqdm": not verbose}
+    trained = {}
+    for name, splits in (("full", ["forget", "retain"]), ("gold", ["retain"])):
+        with tqdm(total=1, desc=f"{name} model") as bar:
+            trained[name] = train_or_reuse(
+                out / name, tokenizer, data, splits, seed, overwrite, quiet_trainer
+            )
+            bar.update()
+    gold_row, reference = gold_reference(trained["gold"][0], tokenizer, data, verbose)
     for name, (model, summary) in trained.items():
-        row = gold_row if name == "gold" else evaluate_row(model, tokenizer, data, reference)
+        row = gold_row if name == "gold" else evaluate_row(model, tokenizer, data, reference, verbose)
         results[name] = {**row, "seconds": summary["seconds"], "epochs": summary["epochs"]}
-    for name in methods if methods is not None else list(DEMO_METHODS):
-        method_dir = out / "methods" / name
-        method = import_path(DEMO_METHODS[name])
-        start = time.perf_counter()
-        model, extra = method(out / "full", data, method_dir, seed)
-        results["methods"][name] = {
-            "seconds": time.perf_counter() - start,
-            **extra,
-            **evaluate_row(model, tokenizer, data, reference),
-        }
-        if model_cards_dir is not None:
-            export_cards(method_dir, name, results["methods"][name], data, model_cards_dir)
+        tqdm.write(summary_line(name, results[name]))
+    names = methods if methods is not None else list(DEMO_METHODS)
+    with tqdm(names, desc="methods") as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            method_dir = out / "methods" / name
+            method = import_path(DEMO_METHODS[name])
+            start = time.perf_counter()
+            model, extra = method(out / "full", data, method_dir, seed)
+            row = {"seconds": time.perf_counter() - start, **extra}
+            results["methods"][name] = row = {
+                **row,
+                **evaluate_row(model, tokenizer, data, reference, verbose),
+            }
+            tqdm.write(summary_line(name, row))
+            if model_cards_dir is not None:
+                export_cards(method_dir, name, row, data, model_cards_dir)
     results["demo_seconds"] = time.perf_counter() - demo_start
     write_json_atomic(out / "results.json", results)
     return results
