@@ -24,6 +24,7 @@ from hf_unlearn.cli.train import (
     load_training_data,
     written_run,
 )
+from hf_unlearn.console import quiet_output
 from hf_unlearn.io import check_output_dir, read_json
 from hf_unlearn.trainers.finetune_config import TrainConfig
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = check_training_run(script, args)
     qa_sets, text_sets, corpus = load_training_data(script, args.max_length, "hf-unlearn dp-train")
     model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
-    with written_run(output_dir, args) as tmp:
+    with written_run(output_dir, args) as tmp, quiet_output(script.verbose):
         args.output_dir = str(tmp)
         record = train_dp_base(model, tokenizer, args, qa_sets, text_sets)
     print(

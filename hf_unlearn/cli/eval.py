@@ -37,7 +37,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hf_unlearn.cli.parsing import dataclass_parser
+from hf_unlearn.cli.parsing import dataclass_parser, verbose_field
+from hf_unlearn.console import quiet_output
 from hf_unlearn.evaluation.config import EvalConfig
 from hf_unlearn.io import check_model_source, check_output_dir, write_json_atomic, written_atomically
 
@@ -74,6 +75,7 @@ class EvalScriptArguments:
         },
     )
     out: str = field(default="runs/eval", metadata={"help": "Output directory."})
+    verbose: bool = verbose_field()
     overwrite: bool = field(
         default=False, metadata={"help": "Replace an --out folder that already holds results."}
     )
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         check_model_source(path, option)
     final_out = check_output_dir(script.out, script.overwrite, "--out")
     splits = load_eval_splits(script)
-    with written_atomically(final_out) as out:
+    with written_atomically(final_out) as out, quiet_output(script.verbose):
         out.mkdir(parents=True)
         return _evaluate(script, config, unlearn, specs, splits, out)
 

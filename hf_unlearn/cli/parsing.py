@@ -9,6 +9,7 @@ Only modules of :mod:`hf_unlearn.cli` import this one.
 from __future__ import annotations
 
 import argparse
+from dataclasses import field
 
 
 class CLIError(ValueError):
@@ -42,3 +43,11 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> argparse.A
     """
     flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
     return parser.add_argument(*flags, **kwargs)
+
+
+def verbose_field():
+    """The ``verbose`` option of the dataclass-parsed commands (see :func:`hf_unlearn.console.quiet_output`)."""
+    return field(
+        default=False,
+        metadata={"help": "Also show the libraries' progress bars, verbose logs and third-party warnings."},
+    )

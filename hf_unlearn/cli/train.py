@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from hf_unlearn.cli.parsing import dataclass_parser
+from hf_unlearn.cli.parsing import dataclass_parser, verbose_field
+from hf_unlearn.console import quiet_output
 from hf_unlearn.io import check_model_source, check_output_dir, written_atomically
 from hf_unlearn.trainers.finetune_config import TrainConfig
 
@@ -66,6 +67,7 @@ class TrainScriptArguments:
         default=2, metadata={"help": "--tiny: attention heads (head_dim >= 32 for vLLM on CPU)."}
     )
     intermediate_size: int = field(default=256, metadata={"help": "--tiny: MLP inner size."})
+    verbose: bool = verbose_field()
     overwrite: bool = field(
         default=False,
         metadata={
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = check_training_run(script, args)
     qa_sets, text_sets, corpus = load_training_data(script, args.max_length)
     model, tokenizer = build_model_and_tokenizer(script, corpus, args.seed)
-    with written_run(output_dir, args) as tmp:
+    with written_run(output_dir, args) as tmp, quiet_output(script.verbose):
         args.output_dir = str(tmp)
         summary = train_lm(
             model, tokenizer, args, qa_sets, text_sets, resume_from_checkpoint=args.resume_from_checkpoint

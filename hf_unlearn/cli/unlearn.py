@@ -21,6 +21,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_unlearn.cli.parsing import dataclass_parser, verbose_field
+from hf_unlearn.console import quiet_output
 from hf_unlearn.io import check_model_source, check_output_dir, write_json_atomic, written_atomically
 from hf_unlearn.trainers import METHODS, import_path, resolve_method
 
@@ -58,6 +60,7 @@ class UnlearnScriptArguments:
         default=None, metadata={"help": "Config of Hub dataset sources (e.g. forget10 / retain90 for TOFU)."}
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to read from Hub dataset sources."})
+    verbose: bool = verbose_field()
     overwrite: bool = field(
         default=False,
         metadata={
@@ -204,8 +207,6 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hf_unlearn.cli.parsing import dataclass_parser
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-"):
         method, rest = argv[0], argv[1:]
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = dataclass_parser((UnlearnScriptArguments, config_cls), prog=f"hf-unlearn unlearn {method}")
     script, args = parser.parse_args_and_config(args=rest)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    summary = run_unlearning(method, script, args)
+    with quiet_output(script.verbose):
+        summary = run_unlearning(method, script, args)
     if args.process_index == 0:
         rail = summary["stopped_early"]
         print(
