@@ -95,7 +95,7 @@ def test_generation_length_follows_the_longest_reference_answer(tiny_tokenizer):
 
 def test_tokenizer_footing_warns_when_holdout_names_are_not_tokens(small_splits, tiny_tokenizer):
     fair = {"forget": small_splits["forget"], "holdout": small_splits["holdout"]}
-    assert tokenizer_footing(tiny_tokenizer, fair) is None  # the demo tokenizer saw every person
+    assert tokenizer_footing(tiny_tokenizer, fair) is None  # the demo tokenizer saw neither (retain only)
     strangers = small_splits["holdout"].map(lambda r: {"subject": "Qzvxwk Jhplrtq"})
     warning = tokenizer_footing(tiny_tokenizer, {"forget": small_splits["forget"], "holdout": strangers})
     assert "holdout names take" in warning and "tokenization" in warning

@@ -257,7 +257,7 @@ def method_dirs(small_splits, tiny_tokenizer, tmp_path_factory) -> dict:
     """Every demo method's output, written small by its own save path; ``eco`` is a guard directory.
 
     What is saved, not how well it forgets, is under test here, so the "full" model is an untrained tiny Llama
-    with the demo's tokenizer (trained on every person's text, the forgotten included)."""
+    with the demo's tokenizer (trained on the retain people's text only)."""
     from hf_unlearn.demo.methods import dp2_on_splits, unlearn_demo_row, whp
     from hf_unlearn.eco.fit import fit_classifier
     from hf_unlearn.eco.guard import ECOGuard, GuardConfig

@@ -126,8 +126,9 @@ def tokenizer_footing(tokenizer, splits: Mapping[str, Dataset]) -> str | None:
     return (
         f"holdout names take {holdout:.1f} tokens on average, forget names {forget:.1f}: the tokenizer was trained "
         "without the holdout people, so the membership attack (mia_auc, privleak) partly measures tokenization. "
-        "Train the tokenizer on every person, holdout included (hf-unlearn demo does; for hf-unlearn train --tiny "
-        "build the tokenizer with the holdout texts and pass --tokenizer_name_or_path)."
+        "Train the tokenizer on text that treats both alike: retain-only or public text (hf-unlearn demo trains it on "
+        "the retain people), or every person with the holdout included (hf-unlearn train --tiny "
+        "--tokenizer_extra_files holdout.json)."
     )
 
 
