@@ -29,7 +29,7 @@ import torch
 from hf_unlearn.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.eco.config import GuardConfig
 from hf_unlearn.eco.corruption import corrupt
-from hf_unlearn.eco.names import subjects_named_in_part
+from hf_unlearn.eco.names import name_parts, named_in_part
 from hf_unlearn.eco.response import identified_subjects, states_fact
 from hf_unlearn.io import read_json, write_json_atomic
 
@@ -117,6 +117,7 @@ class ECOGuard(LockHolder):
         self.cache_size = cache_size
         self._flag_cache: dict[str, bool] = {}
         self._facts: set[int] | None = None  # config.response_facts as a set, built on first use
+        self._name_parts = name_parts(self.config.subjects)  # for the response check's shared-part lookup
         self._lock = threading.Lock()  # a server's two guard stages run in two threads
 
     # -- classification -------------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ class ECOGuard(LockHolder):
         """The forget subjects (``config.subjects``) one of whose name parts ``text`` holds as a word, distinctive
         or not. A part shared with a retain person never flags a prompt, but the response check still looks for
         that forget subject's facts in the answer ("Where was <shared surname> born?")."""
-        return subjects_named_in_part(self.config.subjects, text)
+        return named_in_part(self._name_parts, text)
 
     def identified(self, text: str) -> set[str]:
         """The forget subjects whose identifying fact (``config.identifying_facts``) ``text`` holds."""

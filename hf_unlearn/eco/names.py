@@ -198,12 +198,16 @@ class NameMatcher:
         return sorted(parts - taken)
 
 
-def subjects_named_in_part(subjects: list[str], text: str) -> set[str]:
-    """The ``subjects`` (canonical) one of whose name parts of :data:`MIN_PART_LENGTH`+ letters ``text`` holds as
-    a whole word (exact, after :func:`canonical`), whether or not the part is distinctive."""
-    found = set(_WORD.findall(canonical(text)))
+def name_parts(subjects: Iterable[str]) -> dict[str, frozenset[str]]:
+    """``canonical subject -> its name parts`` of :data:`MIN_PART_LENGTH`+ letters, distinctive or not."""
     return {
-        canonical(s)
+        canonical(s): frozenset(w for w in _WORD.findall(canonical(s)) if len(w) >= MIN_PART_LENGTH)
         for s in subjects
-        if any(len(w) >= MIN_PART_LENGTH and w in found for w in _WORD.findall(canonical(s)))
     }
+
+
+def named_in_part(parts: dict[str, frozenset[str]], text: str) -> set[str]:
+    """The subjects of ``parts`` (:func:`name_parts`) one of whose parts ``text`` holds as a whole word (exact,
+    after :func:`canonical`)."""
+    found = set(_WORD.findall(canonical(text)))
+    return {s for s, words in parts.items() if words & found}

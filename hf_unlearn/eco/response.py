@@ -40,6 +40,15 @@ MIN_GRAM_HITS = 3
 _WORD = re.compile(r"\w+")
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(canonical(text)))
+
+
+def _spans(words: tuple[str, ...], longest: int) -> set[tuple[str, ...]]:
+    """Every run of 1 to ``longest`` consecutive ``words``."""
+    return {words[i : i + n] for n in range(1, longest + 1) for i in range(len(words) - n + 1)}
+
+
 def fact_hash(key: bytes, subject: str, kind: str, gram: tuple[str, ...]) -> int:
     """The keyed 64-bit hash of one ``(subject, n-gram)``; ``kind`` is ``"w"`` (whole short answer) or ``"g"``."""
     text = "\x1f".join((canonical(subject), kind, *gram))
@@ -50,7 +59,7 @@ def fact_hashes(key: bytes, facts: Iterable[tuple[str, str]]) -> list[int]:
     """Sorted hashes of ``(subject, answer)`` pairs: a short answer whole, a long one as its word 4-grams."""
     out = set()
     for subject, answer in facts:
-        words = tuple(_WORD.findall(canonical(answer)))
+        words = _words(answer)
         if not words:
             continue
         if len(words) <= SHORT_ANSWER_WORDS:
@@ -62,18 +71,11 @@ def fact_hashes(key: bytes, facts: Iterable[tuple[str, str]]) -> list[int]:
 
 def states_fact(key: bytes, hashes: set[int], subject: str, response: str) -> bool:
     """Whether ``response`` holds a short answer of ``subject`` whole or ``MIN_GRAM_HITS`` 4-grams of a long one."""
-    words = _WORD.findall(canonical(response))
-    spans = {
-        tuple(words[i : i + n]) for n in range(1, SHORT_ANSWER_WORDS + 1) for i in range(len(words) - n + 1)
-    }
-    if any(fact_hash(key, subject, "w", span) in hashes for span in spans):
+    words = _words(response)
+    if any(fact_hash(key, subject, "w", span) in hashes for span in _spans(words, SHORT_ANSWER_WORDS)):
         return True
-    grams = {tuple(words[i : i + GRAM]) for i in range(len(words) - GRAM + 1)}
+    grams = {words[i : i + GRAM] for i in range(len(words) - GRAM + 1)}
     return sum(fact_hash(key, subject, "g", g) in hashes for g in grams) >= MIN_GRAM_HITS
-
-
-def _identifying_words(answer: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(canonical(answer)))
 
 
 def identifying_facts(
@@ -82,10 +84,10 @@ def identifying_facts(
     """``{hash hex: subject}`` of the forget answers (``(subject, answer)`` pairs) that identify their subject: no
     retain answer has the same words, it is at most :data:`IDENTIFYING_WORDS` words long, and a one-word answer has
     at least :data:`IDENTIFYING_MIN_CHARS` letters. An answer that two forget subjects share maps to neither."""
-    shared = {_identifying_words(a) for a in retain_answers}
+    shared = {_words(a) for a in retain_answers}
     owners: dict[tuple[str, ...], set[str]] = {}
     for subject, answer in facts:
-        words = _identifying_words(answer)
+        words = _words(answer)
         if not words or words in shared or len(words) > IDENTIFYING_WORDS:
             continue
         if len(words) == 1 and (len(words[0]) < IDENTIFYING_MIN_CHARS or words[0].isdigit()):
@@ -100,8 +102,5 @@ def identifying_facts(
 
 def identified_subjects(key: bytes, facts: dict[str, str], text: str) -> set[str]:
     """The subjects of ``facts`` (:func:`identifying_facts`) whose identifying fact ``text`` holds."""
-    words = _WORD.findall(canonical(text))
-    spans = {
-        tuple(words[i : i + n]) for n in range(1, IDENTIFYING_WORDS + 1) for i in range(len(words) - n + 1)
-    }
+    spans = _spans(_words(text), IDENTIFYING_WORDS)
     return {s for span in spans if (s := facts.get(f"{fact_hash(key, '', 'i', span):016x}")) is not None}
