@@ -245,3 +245,22 @@ def test_tuning_choice_is_gold_free():
     assert tune.choose(runs, full, retain_floor=0.9, tie=0.02) == 1
     # nothing above the floor: the best retain ratio minus the distance to chance
     assert tune.choose(runs, full, retain_floor=0.99, tie=0.02) == 1
+
+
+def test_retrain_ceiling_scores_independent_retrains_against_the_reused_gold_model(tmp_path):
+    ceiling = load_benchmark("retrain_ceiling")
+    out = tmp_path / "ceiling.json"
+    argv = ["--people", "10", "--holdout", "2", "--base_epochs", "1", "--work", str(tmp_path / "w")]
+    assert ceiling.main([*argv, "--retrain_seeds", "1", "--out", str(out)]) == 0
+    gold_dir = tmp_path / "w" / "default-p10-h2-e1.0-s0" / "gold"
+    trained_at = (gold_dir / "model.safetensors").stat().st_mtime_ns
+    assert ceiling.main([*argv, "--retrain_seeds", "2", "--out", str(out)]) == 0
+    assert (gold_dir / "model.safetensors").stat().st_mtime_ns == trained_at  # the gold model is reused
+    result = json.loads(out.read_text())["default"]
+    retrain = result["retrain"]
+    assert [(p["gold_seed"], p["retrain_seed"]) for p in retrain["pairs"]] == [(0, 2)]
+    assert retrain["n_seeds"] == 1 and 0.0 <= retrain["forget_quality_mean"] <= 1.0
+    assert result["gold"]["forget_quality"] == 1.0  # the gold model against itself
+    assert (gold_dir.parent / "retrain-1").is_dir() and (gold_dir.parent / "retrain-2").is_dir()
+    with pytest.raises(ValueError, match="independent retrain needs another seed"):
+        ceiling.main([*argv, "--retrain_seeds", "0", "--out", str(out)])
