@@ -13,7 +13,7 @@ Subclasses implement one method, :meth:`UnlearningTrainer.forget_loss`; the base
 - the reference model: an explicit ``ref_model``; else under peft the same model with adapters disabled (no
   copy); else ``args.ref_model_name_or_path`` or the model's own path loaded once, frozen. With
   ``args.precompute_ref_log_probs`` the forget set's reference sequence log-probs are computed once before
-  training and travel in the batches as ``ref_logps``.
+  training (on rank 0 and broadcast under FSDP's rank-0-only loading) and travel in the batches as ``ref_logps``.
 - models: ``model`` may be a path, loaded with ``args.load_in_4bit``/``load_in_8bit``; ``peft_config`` (or
   ``args.lora_r > 0``, or quantization) trains LoRA adapters only. :meth:`save_unlearned` saves the adapters
   or, with ``args.merge_adapters``, a merged model.
@@ -290,9 +290,29 @@ class UnlearningTrainer(Trainer):
         with disabled_adapter(model) as base:
             return base(**inputs).logits
 
-    @torch.no_grad()
     def add_ref_log_probs(self, ds: Dataset, batch_size: int = 64) -> Dataset:
-        """``ds`` with a ``ref_logps`` column: each row's reference sequence log-prob of its labelled tokens."""
+        """``ds`` with a ``ref_logps`` column: each row's reference sequence log-prob of its labelled tokens.
+
+        Under FSDP's rank-0-only loading (:func:`~hf_unlearn.trainers.utils.rank0_only_weights`) the model is not
+        sharded yet when this runs, so only rank 0 holds its weights (the others hold zeros, and under LoRA the
+        adapter-disabled reference is that model): rank 0 computes the column and broadcasts it, as accelerate
+        broadcasts rank 0's weights when it shards the model.
+        """
+        from accelerate.utils import broadcast
+
+        from_rank0 = rank0_only_weights()
+        values = torch.empty(len(ds), dtype=torch.float32, device=self.args.device)  # (N,)
+        if not from_rank0 or self.args.process_index == 0:
+            values = self._reference_sequence_log_probs(ds, batch_size)
+        if from_rank0:
+            values = broadcast(values, from_process=0)
+        return ds.remove_columns([c for c in ("ref_logps",) if c in ds.column_names]).add_column(
+            "ref_logps", values.tolist()
+        )
+
+    @torch.no_grad()
+    def _reference_sequence_log_probs(self, ds: Dataset, batch_size: int) -> torch.Tensor:
+        """``(N,)`` float32 reference sequence log-probs of the rows of ``ds``, computed on this process."""
         model = self.model
         was_training = model.training
         model.eval()
@@ -301,12 +321,9 @@ class UnlearningTrainer(Trainer):
             rows = ds[start : start + batch_size]
             batch = self.data_collator([dict(zip(rows, v)) for v in zip(*rows.values())])
             batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            logps, _ = sequence_log_probs(self.reference_logits(model, batch), batch["labels"])
-            values += logps.tolist()
+            values.append(sequence_log_probs(self.reference_logits(model, batch), batch["labels"])[0].float())
         model.train(was_training)
-        return ds.remove_columns([c for c in ("ref_logps",) if c in ds.column_names]).add_column(
-            "ref_logps", values
-        )
+        return torch.cat(values)
 
     # ----- the loss -----
     def forget_loss(

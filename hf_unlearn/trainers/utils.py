@@ -6,7 +6,8 @@ These helpers are a stable API (the WHP and DP2 trainers build on them):
   4-bit NF4 (bitsandbytes; works on CPU), with its tokenizer and a vocabulary check.
 - :func:`lora_config` / :func:`apply_peft`: wrap a model with LoRA adapters (QLoRA when it is quantized).
 - :func:`disabled_adapter`: the peft model with its adapters switched off, i.e. the reference model for free.
-- :func:`save_unlearned`: save adapters, or merge them into a full-precision copy of the base.
+- :func:`save_unlearned`: save adapters, or merge them into a full-precision copy of the base (a state dict
+  gathered from a sharded model is re-tied first, :func:`retie_weights`).
 - :func:`rank0_only_weights` / :func:`weights_on_every_rank`: FSDP's rank-0-only loading, and a way round it for
   models that are not sharded (the frozen reference).
 """
@@ -203,6 +204,22 @@ def save_unlearned(
             base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
             model = PeftModel.from_pretrained(base, adapter_dir)
         model = model.merge_and_unload()
+    if state_dict is not None:
+        state_dict = retie_weights(model, state_dict)
     model.save_pretrained(output_dir, state_dict=state_dict)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def retie_weights(model, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with each weight ``model`` ties (``lm_head.weight`` to ``model.embed_tokens.weight``) pointing
+    at its source tensor again.
+
+    A state dict gathered from a sharded model holds tied weights as separate copies, which ``save_pretrained``
+    (it finds ties by shared storage) would save twice; re-tied, they are saved once, as from the model itself.
+    """
+    state_dict = dict(state_dict)
+    for target, source in getattr(model, "all_tied_weights_keys", {}).items():
+        if target in state_dict and source in state_dict:
+            state_dict[target] = state_dict[source]
+    return state_dict
