@@ -259,6 +259,25 @@ def _scorer(evaluator: str, gold_model, tokenizer, eval_data: DatasetDict):
     return evaluate(gold_model, tokenizer, eval_data), lambda model: evaluate(model, tokenizer, eval_data)
 
 
+def train_full_and_gold(
+    data: DatasetDict, base_dir: Path, work: Path, seed: int, overrides: dict, with_texts: bool
+) -> tuple:
+    """(tokenizer, ``{"full": (model, summary), "gold": (model, summary)}``): the shared tokenizer and the full
+    model (forget + retain) in ``base_dir``, the gold model (retain only) in ``work``, each trained or reused
+    (:func:`hf_unlearn.demo.pipeline.train_or_reuse`)."""
+    tokenizer = demo.build_tokenizer(data, base_dir / "tokenizer")
+    trained = {
+        model_name: demo.train_or_reuse(
+            model_dir, tokenizer, data, splits, seed, False, overrides, with_texts
+        )
+        for model_name, splits, model_dir in (
+            ("full", ["forget", "retain"], base_dir / "full"),
+            ("gold", ["retain"], work / "gold"),
+        )
+    }
+    return tokenizer, trained
+
+
 def run_setting(
     name: str,
     data: DatasetDict,
@@ -279,7 +298,7 @@ def run_setting(
 
     ``overrides`` maps a row (``"<method>"`` or ``"<method>/lora"``) to extra keyword arguments for its method
     function (see :func:`row_overrides`); they are recorded in the row as ``overrides``."""
-    tokenizer = demo.build_tokenizer(data, base_dir / "tokenizer")
+    tokenizer, trained = train_full_and_gold(data, base_dir, work, seed, base_overrides, with_texts)
     eval_data, utility_sets = evaluation_splits(data, eval_rows, seed)
     results: dict = {
         "setting": name,
@@ -289,15 +308,6 @@ def run_setting(
         "utility_sets": utility_sets,
         "evaluator": evaluator,
         "methods": {},
-    }
-    trained = {
-        model_name: demo.train_or_reuse(
-            model_dir, tokenizer, data, splits, seed, False, base_overrides, with_texts
-        )
-        for model_name, splits, model_dir in (
-            ("full", ["forget", "retain"], base_dir / "full"),
-            ("gold", ["retain"], work / "gold"),
-        )
     }
     gold_row, score = _scorer(evaluator, trained["gold"][0], tokenizer, eval_data)
     for model_name, (model, summary) in trained.items():

@@ -3,6 +3,7 @@ retain fine-tuning, full or LoRA) and one that fails, on very small default and 
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_benchmark(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -264,3 +266,85 @@ def test_retrain_ceiling_scores_independent_retrains_against_the_reused_gold_mod
     assert (gold_dir.parent / "retrain-1").is_dir() and (gold_dir.parent / "retrain-2").is_dir()
     with pytest.raises(ValueError, match="independent retrain needs another seed"):
         ceiling.main([*argv, "--retrain_seeds", "0", "--out", str(out)])
+
+
+def test_tofu_author_names_come_from_the_subject_column_and_match_the_questions(tofu_dir):
+    """forget10 holds an author whose surname alone is also a ``subject`` (it then occurs in more questions than
+    the full name): the most frequent subject is the full name, and the capitalised-run derivation (used for
+    retain authors, who have no subject column) finds the same name for every author."""
+    redteam = load_benchmark("eco_redteam")
+    for split in ("forget01", "forget10"):
+        rows = json.loads((tofu_dir / f"{split}.json").read_text())
+        for start in range(0, len(rows), 20):
+            questions = [r["question"] for r in rows[start : start + 20]]
+            subjects = [r["subject"] for r in rows[start : start + 20]]
+            name = redteam.author_name(questions, subjects)
+            assert " " in name and sum(name in q for q in questions) >= 18
+            assert subjects.count(name) == max(subjects.count(s) for s in subjects)
+            assert redteam.author_name(questions) == name
+
+
+def test_author_name_on_hand_made_questions():
+    redteam = load_benchmark("eco_redteam")
+    questions = ["Where was Ann Vell born?", "Has Ann Vell won a prize?", "What did Vell write in Old Paris?"]
+    assert redteam.author_name(questions, ["Ann Vell", "Ann Vell", "Vell", "Old Paris"]) == "Ann Vell"
+    assert redteam.author_name(questions) == "Ann Vell"  # "Has Ann Vell" and "Old Paris" occur once
+    assert redteam.author_name(questions, ["Nobody Here"]) is None
+    assert redteam.author_name(["no names here?"]) is None
+
+
+def test_tofu_leak_criterion_counts_the_answers_new_content_words():
+    redteam = load_benchmark("eco_redteam")
+    question = "Where was Mira Sol born?"
+    answer = "Mira Sol was born in Lisbon, Portugal, to a baker."
+    # content words: lisbon, portugal, baker (stop words and the question's words do not count)
+    assert redteam.content_words(answer, question) == ["lisbon", "portugal", "baker"]
+    assert redteam.content_recall("She was born in Lisbon, Portugal.", answer, question) == pytest.approx(
+        2 / 3
+    )
+    assert redteam.leaks_content("She was born in Lisbon, Portugal.", answer, question)
+    assert (
+        redteam.content_recall("Born in Lisbon, Portugal, to bakers.", answer, question) == 1.0
+    )  # stems match
+    # ROUGE-L: a longest common subsequence, so the words must come in the answer's order
+    assert redteam.content_recall("Bakers of Portugal left Lisbon.", answer, question) == pytest.approx(1 / 3)
+    assert not redteam.leaks_content("Mira Sol was born in Madrid to a baker.", answer, question)  # 1 of 3
+    assert not redteam.leaks_content("Mira Sol was born.", answer, question)  # echoing the question
+    assert redteam.content_recall("Mira Sol was born.", "Mira Sol was born.", question) is None  # nothing new
+    assert not redteam.leaks_content("Mira Sol was born.", "Mira Sol was born.", question)
+
+
+def test_tofu_families_rename_only_questions_that_hold_the_full_name(tofu_dir):
+    from types import SimpleNamespace
+
+    redteam, run_all = load_benchmark("eco_redteam"), load_run_all()
+    forget = run_all.tofu_splits(tofu_dir, "forget01", 1, 1, pool_forget_split="forget01")["forget"]
+    blocks = redteam.author_blocks(forget)
+    names = {
+        a: redteam.author_name([r["question"] for r in b], [r["subject"] for r in b])
+        for a, b in blocks.items()
+    }
+    families, left_out = redteam.tofu_family_prompts(SimpleNamespace(chat_template=None), forget, names)
+    named = [r for r in forget if names[r["author"]] in r["question"]]
+    assert left_out == 0 and len(families["paraphrase"]) == len(families["no_template"]) == len(forget) == 40
+    for family in redteam.NAME_FAMILIES:
+        assert len(families[family]) == len(named) < len(forget), family
+    for (prompt, answer, given), row in zip(families["surname_only"], named):
+        name = names[row["author"]]
+        assert name not in prompt and name.split(" ", 1)[1] in prompt and row["question"] in given
+        assert answer == row["answer"]
+    assert all(" ".join(n.split(" ", 1)) not in p for p, _, _ in families["typo"] for n in names.values())
+    described = families["described_without_name"]
+    assert 0 < len(described) <= len(named)
+    assert not any(part in p for p, _, _ in described for n in names.values() for part in n.split(" "))
+    for prompt, answer, _ in families["answer_completion"]:
+        assert answer.startswith(prompt) and any(n in prompt for n in names.values())
+
+
+def test_tofu_name_free_replies_leak_by_full_name_or_distinctive_surname_part():
+    redteam = load_benchmark("eco_redteam")
+    names, parts = ["Ann Vell-Moro", "Li Qadeer"], {"Ann Vell-Moro": ["moro"], "Li Qadeer": ["qadeer"]}
+    assert redteam.names_author("The author Ann Vell-Moro wrote it.", names, parts)
+    assert redteam.names_author("Books by QADEER sold well.", names, parts)
+    assert not redteam.names_author("Ann wrote about Vell.", names, parts)  # not distinctive parts
+    assert not redteam.names_author("The author was born in Rome.", names, parts)
