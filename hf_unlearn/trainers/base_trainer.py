@@ -301,8 +301,10 @@ class UnlearningTrainer(Trainer):
         from accelerate.utils import broadcast
 
         from_rank0 = rank0_only_weights()
-        values = torch.empty(len(ds), dtype=torch.float32, device=self.args.device)  # (N,)
-        if not from_rank0 or self.args.process_index == 0:
+        if from_rank0 and self.args.process_index != 0:
+            # (N,), filled with rank 0's values by the broadcast below
+            values = torch.empty(len(ds), dtype=torch.float32, device=self.args.device)
+        else:
             values = self._reference_sequence_log_probs(ds, batch_size)
         if from_rank0:
             values = broadcast(values, from_process=0)
