@@ -22,7 +22,6 @@ evaluation row (no cap): pass ``--eval_rows`` only for TOFU, as ``run_all`` does
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import time
@@ -32,15 +31,11 @@ from hf_unlearn.demo import pipeline as demo
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.seeds import aggregate_rows, environment, scalars
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_all  # noqa: E402  (the settings' data, recipe, model folders and scorer)
+
 ROOT = Path(__file__).resolve().parents[1]
 UNCAPPED = 10**9
-
-
-def _run_all():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def retrain_ceiling(
@@ -60,7 +55,6 @@ def retrain_ceiling(
             f"retrain seed {seed} is the gold model's seed: an independent retrain needs another seed "
             f"(got --seed {seed} and --retrain_seeds {retrain_seeds})."
         )
-    run_all = _run_all()
     data, base_dir, setting_dir, overrides, with_texts = run_all.setting_inputs(
         setting, work, settings=[setting], seed=seed, tofu_dir=tofu_dir, **sizes
     )
