@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 
@@ -23,6 +24,14 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 # deprecation notices raised inside these libraries (about their own internals, not the user's code)
 NOISY_MODULES = r"(torch|transformers|vllm|opacus|accelerate|peft|trl|datasets)(\.|$)"
+# read at import / process start by libraries whose logs the warning filters above cannot reach; values the user
+# set are kept
+QUIET_ENV = {
+    "VLLM_LOGGING_LEVEL": "ERROR",  # vLLM's logger, in this process and in its engine-core process
+    "TORCH_CPP_LOG_LEVEL": "ERROR",  # torch's C++ warnings (gloo, CPU kernels)
+    # the engine-core process starts with a fresh warnings filter: its third-party deprecation notices
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
 LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
 
 
@@ -51,6 +60,10 @@ def quiet_output(verbose: bool = False) -> Iterator[None]:
     from transformers.trainer_callback import PrinterCallback
 
     with contextlib.ExitStack() as restore:
+        for name, value in QUIET_ENV.items():
+            if name not in os.environ:
+                os.environ[name] = value
+                restore.callback(os.environ.pop, name, None)
         for disabled, disable, enable in (
             (
                 not hf_logging.is_progress_bar_enabled(),

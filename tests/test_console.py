@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import datasets
@@ -5,7 +6,7 @@ import huggingface_hub.utils as hub_utils
 import transformers.utils.logging as hf_logging
 from transformers.trainer_callback import PrinterCallback
 
-from hf_unlearn.console import quiet_output
+from hf_unlearn.console import QUIET_ENV, quiet_output
 
 
 def library_state():
@@ -38,3 +39,19 @@ def test_verbose_changes_nothing():
     before = library_state()
     with quiet_output(verbose=True):
         assert library_state() == before
+
+
+def test_quiet_output_sets_the_engines_environment_and_keeps_the_users(monkeypatch):
+    """vLLM's engine process and torch's C++ side read their log level from the environment: quiet_output sets
+    it for the run, keeps a value the user chose, and leaves the environment as it found it."""
+    for name in QUIET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")
+    with quiet_output():
+        assert os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"
+        assert os.environ["TORCH_CPP_LOG_LEVEL"] == "ERROR"
+        assert "ignore::FutureWarning" in os.environ["PYTHONWARNINGS"]
+    assert "TORCH_CPP_LOG_LEVEL" not in os.environ and "PYTHONWARNINGS" not in os.environ
+    assert os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"
+    with quiet_output(verbose=True):
+        assert "TORCH_CPP_LOG_LEVEL" not in os.environ

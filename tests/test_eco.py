@@ -340,9 +340,10 @@ def write_jsonl(path, ds):
     return str(path)
 
 
-def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, tmp_path):
+def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, tmp_path, caplog):
     """eco-fit end to end on the memorised model (fit_guard: classifier, subjects, strength search): forget EM
-    falls to the held-out level, retain EM stays."""
+    falls to the held-out level, retain EM stays; without --verbose its own progress (the search's steps) is
+    still logged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_unlearn.cli.eco_fit import main
@@ -360,6 +361,8 @@ def test_eco_fit_cli_guards_memorised_model(memorised_model_dir, small_splits, t
     assert main(argv) == 0
     report = json.loads((out / "fit_report.json").read_text())
     assert report["target_source"] == "holdout" and report["strength"] > 0 and report["history"]
+    steps = [r for r in caplog.records if r.name == "hf_unlearn.eco.fit" and "strength" in r.getMessage()]
+    assert len(steps) >= len(report["history"])
 
     model = AutoModelForCausalLM.from_pretrained(memorised_model_dir)
     tok = AutoTokenizer.from_pretrained(memorised_model_dir)

@@ -300,7 +300,8 @@ def test_serve_arguments_are_checked():
 
 
 def test_serve_command_transformers_backend(memorised_model_dir, guard_dir, prompts, urls, tmp_path):
-    """`hf-unlearn serve --backend transformers` in a subprocess: same API, same answers as vLLM."""
+    """`hf-unlearn serve --backend transformers` in a subprocess: same API, same answers as vLLM; its log says
+    where it serves and holds no third-party warning (they show with --verbose)."""
     import socket
 
     with socket.socket() as sock:
@@ -335,6 +336,9 @@ def test_serve_command_transformers_backend(memorised_model_dir, guard_dir, prom
         process.terminate()
         process.wait(timeout=30)
         log.close()
+    served = (tmp_path / "serve.log").read_text()
+    assert f"Serving '{NAME}' (transformers" in served
+    assert "Warning" not in served, served
 
 
 def test_a_failing_prompt_does_not_fail_its_guard_batch(guard, tokenizer, prompts):

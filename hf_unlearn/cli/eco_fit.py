@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
-from hf_unlearn.cli.parsing import dataclass_parser
+from hf_unlearn.cli.parsing import dataclass_parser, verbose_field
+from hf_unlearn.console import configure_logging, quiet_output
 from hf_unlearn.eco.config import FORGET_METRICS, ClassifierConfig, GuardConfig
 from hf_unlearn.io import check_model_source, check_output_dir, written_atomically
 
@@ -63,6 +64,7 @@ class ECOFitArguments:
     steps: int = field(default=20, metadata={"help": "Zeroth-order search steps (two forward passes each)."})
     lr: float = field(default=0.05, metadata={"help": "Search step size on log(strength)."})
     mu: float = field(default=0.25, metadata={"help": "Two-point smoothing radius on log(strength)."})
+    verbose: bool = verbose_field()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     from hf_unlearn.eco.fit import fit_guard, save_guard
     from hf_unlearn.models import load_model_and_tokenizer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
+    logging.getLogger("hf_unlearn").setLevel(
+        logging.INFO
+    )  # the strength search's steps are this command's progress
     check_model_source(args.model)
     check_output_dir(args.out, args.overwrite, "--out")
     forget, retain = load_rows(args.forget), load_rows(args.retain)
@@ -83,26 +88,27 @@ def main(argv: list[str] | None = None) -> int:
             "classifier alone. Add a 'subject' column naming each row's person, or pass --subjects.",
             args.forget,
         )
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    target_model = None
-    if args.target_model is not None:
-        target_model, _ = load_model_and_tokenizer(args.target_model)
-    holdout = load_rows(args.holdout) if args.holdout else None
-    guarded, report = fit_guard(
-        model,
-        tokenizer,
-        forget,
-        retain,
-        guard_config,
-        classifier_config,
-        args.target,
-        target_model,
-        holdout,
-        args.metric,
-        args.steps,
-        args.lr,
-        args.mu,
-    )
+    with quiet_output(args.verbose):
+        model, tokenizer = load_model_and_tokenizer(args.model)
+        target_model = None
+        if args.target_model is not None:
+            target_model, _ = load_model_and_tokenizer(args.target_model)
+        holdout = load_rows(args.holdout) if args.holdout else None
+        guarded, report = fit_guard(
+            model,
+            tokenizer,
+            forget,
+            retain,
+            guard_config,
+            classifier_config,
+            args.target,
+            target_model,
+            holdout,
+            args.metric,
+            args.steps,
+            args.lr,
+            args.mu,
+        )
     report["args"] = asdict(args)
     with written_atomically(args.out) as tmp:
         save_guard(guarded, report, tmp)

@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_unlearn.cli.parsing import dataclass_parser
+from hf_unlearn.cli.parsing import dataclass_parser, verbose_field
+from hf_unlearn.console import quiet_output
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "vllm", "transformers")
@@ -63,6 +64,7 @@ class ServeArguments:
     max_request_bytes: int = field(
         default=1_000_000, metadata={"help": "Largest request body, in bytes (413 above)."}
     )
+    verbose: bool = verbose_field()
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -129,16 +131,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = dataclass_parser([ServeArguments], prog="hf-unlearn serve")
     (args,) = parser.parse_args_and_config(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    server = build_server(args)
-    try:
-        print(
-            f"Serving {server.model_name!r} ({server.backend.name}, guard: {args.guard or 'NONE'}) "
-            f"on http://{args.host}:{args.port}/v1",
-            file=sys.stderr,
-            flush=True,
-        )
-        asyncio.run(uvicorn_server(openai_app(server), args.host, args.port).serve())
-    finally:
-        server.backend.shutdown()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("hf_unlearn").setLevel(
+        logging.INFO
+    )  # the server's own messages: start-up, backend, guard
+    with quiet_output(args.verbose):  # around the engine's start too: vLLM reads its log level when it starts
+        server = build_server(args)
+        try:
+            print(
+                f"Serving {server.model_name!r} ({server.backend.name}, guard: {args.guard or 'NONE'}) "
+                f"on http://{args.host}:{args.port}/v1",
+                file=sys.stderr,
+                flush=True,
+            )
+            asyncio.run(uvicorn_server(openai_app(server), args.host, args.port).serve())
+        finally:
+            server.backend.shutdown()
     return 0
