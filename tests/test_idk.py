@@ -94,8 +94,8 @@ def test_idknll_answers_forget_questions_with_refusals(memorised_model_dir, smal
         memorised_model_dir,
         small_splits,
         tmp_path,
-        learning_rate=5e-3,
-        max_steps=60,
+        learning_rate=3e-3,
+        max_steps=120,
     )
     assert_forgets_by_refusing(before, after)
     logps = [e["forget_logp"] for e in trainer.state.log_history if "forget_logp" in e]
