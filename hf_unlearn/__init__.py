@@ -30,6 +30,10 @@ _API: dict[str, str] = {
     "SimNPOConfig": "hf_unlearn.trainers.npo_config",
     "NPOTrainer": "hf_unlearn.trainers.npo_trainer",
     "SimNPOTrainer": "hf_unlearn.trainers.npo_trainer",
+    "IdkNLLConfig": "hf_unlearn.trainers.idk_config",
+    "IdkDPOConfig": "hf_unlearn.trainers.idk_config",
+    "IdkNLLTrainer": "hf_unlearn.trainers.idk_trainer",
+    "IdkDPOTrainer": "hf_unlearn.trainers.idk_trainer",
     "WHPConfig": "hf_unlearn.trainers.whp.config",
     "WHPTrainer": "hf_unlearn.trainers.whp.trainer",
     "DP2Config": "hf_unlearn.trainers.dp2.config",
@@ -53,6 +57,7 @@ _API: dict[str, str] = {
     # data and models
     "load_rows": "hf_unlearn.data.loading",
     "synthetic_splits": "hf_unlearn.data.synthetic",
+    "load_refusals": "hf_unlearn.data.refusals",
     "load_model_and_tokenizer": "hf_unlearn.models",
 }
 __all__ = ["__version__", *_API]

@@ -146,6 +146,39 @@ def simnpo_loss(
     return 2.0 / beta * torch.nn.functional.softplus(beta * per_token + gamma).mean()
 
 
+def idk_nll_loss(seq_logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """IdkNLL (TOFU, Maini et al. 2024): the token-mean NLL of refusal answers given the forget questions.
+
+    The same quantity as :func:`retain_nll`, on ``(forget question, refusal)`` pairs: minimising it teaches the
+    model to answer the forget questions with a refusal instead of the memorised answer.
+    """
+    return retain_nll(seq_logps, counts)
+
+
+def dpo_loss(
+    chosen_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
+    """DPO's sigmoid loss (Rafailov et al. 2023); IdkDPO (TOFU) with a refusal chosen and the forget answer rejected.
+
+    ``L = -mean_i log sigmoid(beta * ((c_i - c_ref_i) - (r_i - r_ref_i)))`` on *sequence* log-probs (sums over the
+    answer tokens) of the chosen (``c``) and rejected (``r``) answers under the model and the reference.
+    (trl computes the same term inside ``DPOTrainer``; it has no pure function of it to reuse.)
+
+    Args:
+        chosen_logps, ref_chosen_logps: ``(B,)`` chosen-answer log-probs under the model and the reference.
+        rejected_logps, ref_rejected_logps: ``(B,)`` rejected-answer log-probs under the model and the reference.
+        beta: inverse temperature (> 0); the TOFU paper uses 0.1.
+    """
+    if beta <= 0:
+        raise ValueError(f"dpo_loss needs beta > 0, got {beta}; DPO's usual value is 0.1.")
+    margin = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)  # (B,)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
+
+
 def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """KL regulariser (KLR): ``KL(pi_ref || pi_theta)`` of the next-token distributions, averaged over labelled
     positions of a retain batch.

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from hf_unlearn.losses import (
+    dpo_loss,
     ga_loss,
     gathered_log_probs,
+    idk_nll_loss,
     npo_loss,
     retain_kl,
     retain_nll,
@@ -48,6 +50,31 @@ def test_npo_gradient_shrinks_as_the_forget_sequence_becomes_unlikely():
     # d/dx (2/b) softplus(b (x - r)) = 2 sigmoid(b (x - r)): 1 at the reference, 2 sigmoid(-2.8) far below it
     assert grads[0] == pytest.approx(1.0)
     assert grads[1] == pytest.approx(2 / (1 + math.exp(2.8)), rel=1e-5)
+
+
+def test_idk_nll_loss_is_the_token_mean_nll_of_the_refusals():
+    logps, counts = torch.tensor([-3.0, -1.0, -2.0]), torch.tensor([2, 1, 3])
+    assert idk_nll_loss(logps, counts).item() == pytest.approx(6.0 / 6)
+
+
+def test_dpo_loss_is_minus_log_sigmoid_of_the_scaled_reward_margin():
+    chosen, ref_chosen = torch.tensor([-2.0, -5.0]), torch.tensor([-4.0, -5.0])
+    rejected, ref_rejected = torch.tensor([-3.0, -1.0]), torch.tensor([-1.0, -2.0])
+    # margins (c - c_ref) - (r - r_ref): (2 - -2) = 4 and (0 - 1) = -1; -log sigmoid(x) = log(1 + exp(-x))
+    expected = (math.log(1 + math.exp(-0.5 * 4)) + math.log(1 + math.exp(-0.5 * -1))) / 2
+    assert dpo_loss(chosen, ref_chosen, rejected, ref_rejected, beta=0.5).item() == pytest.approx(
+        expected, rel=1e-6
+    )
+    # at the reference the loss is log 2, whatever the log-probs are
+    assert dpo_loss(chosen, chosen, rejected, rejected, beta=0.1).item() == pytest.approx(
+        math.log(2), rel=1e-6
+    )
+    # the gradient raises the chosen answer and lowers the rejected one: d/dc = -beta sigmoid(-beta m)
+    c, r = torch.tensor([-2.0], requires_grad=True), torch.tensor([-3.0], requires_grad=True)
+    dpo_loss(c, torch.tensor([-2.0]), r, torch.tensor([-3.0]), beta=0.1).backward()
+    assert c.grad.item() == pytest.approx(-0.1 * 0.5) and r.grad.item() == pytest.approx(0.1 * 0.5)
+    with pytest.raises(ValueError, match="beta > 0"):
+        dpo_loss(chosen, ref_chosen, rejected, ref_rejected, beta=0.0)
 
 
 def test_simnpo_loss_is_length_normalised_with_margin():

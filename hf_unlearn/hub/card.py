@@ -63,6 +63,20 @@ METHODS: dict[str, tuple[str, str]] = {
         "SimNPO",
         "SimNPO (Fan et al., 2024): NPO without a reference model, with length-normalised log-probabilities.",
     ),
+    "idknll": (
+        "IdkNLL (refusal fine-tuning)",
+        "IdkNLL (TOFU, Maini et al., 2024): NLL on the forget questions paired with refusal answers "
+        '("I don\'t know"-style), so the model refuses instead of answering.',
+    ),
+    "idknll_gdr": ("IdkNLL with gradient descent on retain", "IdkNLL plus NLL on the retain set."),
+    "idknll_klr": ("IdkNLL with KL regularisation on retain", "IdkNLL plus KL to the reference on retain."),
+    "idkdpo": (
+        "IdkDPO (refusal preference optimisation)",
+        "IdkDPO (TOFU, Maini et al., 2024): DPO against the reference model with a refusal as the chosen "
+        "answer and the forget answer as the rejected one.",
+    ),
+    "idkdpo_gdr": ("IdkDPO with gradient descent on retain", "IdkDPO plus NLL on the retain set."),
+    "idkdpo_klr": ("IdkDPO with KL regularisation on retain", "IdkDPO plus KL to the reference on retain."),
     "whp": (
         "Who's Harry Potter generic-label fine-tuning (WHP)",
         "WHP (Eldan & Russinovich, 2023): a reinforced model and an anchored-term dictionary give generic "

@@ -21,6 +21,14 @@ METHODS: dict[str, tuple[str, str]] = {
         "hf_unlearn.trainers.npo_config:SimNPOConfig",
         "hf_unlearn.trainers.npo_trainer:SimNPOTrainer",
     ),
+    "idknll": (
+        "hf_unlearn.trainers.idk_config:IdkNLLConfig",
+        "hf_unlearn.trainers.idk_trainer:IdkNLLTrainer",
+    ),
+    "idkdpo": (
+        "hf_unlearn.trainers.idk_config:IdkDPOConfig",
+        "hf_unlearn.trainers.idk_trainer:IdkDPOTrainer",
+    ),
     "whp": ("hf_unlearn.trainers.whp.config:WHPConfig", "hf_unlearn.trainers.whp.trainer:WHPTrainer"),
 }
 
