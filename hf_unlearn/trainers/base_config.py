@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from transformers import TrainingArguments
 
@@ -35,8 +34,9 @@ class UnlearningConfig(TrainingArguments):
     Defaults suit the embedded tiny model; on a pretrained model lower ``learning_rate`` (e.g. 1e-5).
     """
 
-    #: the values ``regularizer`` accepts (a method with a retain term of its own adds it, as RMU adds ``embed``)
-    regularizers: ClassVar[tuple[str, ...]] = REGULARIZERS
+    #: the values ``regularizer`` accepts (a method with a retain term of its own adds it, as RMU adds ``embed``);
+    #: a plain class attribute, not a field
+    regularizers = REGULARIZERS
 
     # --- the objective ---
     regularizer: str = field(

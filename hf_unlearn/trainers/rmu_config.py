@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from hf_unlearn.trainers.base_config import REGULARIZERS, UnlearningConfig
 
@@ -21,7 +20,7 @@ class RMUConfig(UnlearningConfig):
     the two below it (``trainable_layers``); under LoRA, the adapters on those modules.
     """
 
-    regularizers: ClassVar[tuple[str, ...]] = (*REGULARIZERS, "embed")
+    regularizers = (*REGULARIZERS, "embed")
 
     steering_layer: int | None = field(
         default=None,
