@@ -7,7 +7,8 @@ Subclasses implement one method, :meth:`UnlearningTrainer.forget_loss`; the base
   seeded, per-rank shuffled stream over ``retain_dataset`` (deterministic, so a resumed run continues the
   stream where it stopped). Forget and retain must not overlap (``check_disjoint``).
 - the objective: ``forget_weight * forget_loss + retain_weight * regulariser`` with the regulariser of
-  ``args.regularizer``: ``none``, ``gdr`` (NLL on retain) or ``klr`` (KL(ref || model) on retain). With a
+  ``args.regularizer``: ``none``, ``gdr`` (NLL on retain) or ``klr`` (KL(ref || model) on retain); a method with a
+  retain term of its own overrides :meth:`UnlearningTrainer.retain_regularizer` (RMU's ``embed``). With a
   regulariser, forget and retain rows go through the model in one concatenated forward pass; without one, the
   retain loss is still measured (no gradient) for logging and the safety rail.
 - the reference model: an explicit ``ref_model``; else under peft the same model with adapters disabled (no
