@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -378,6 +380,8 @@ def test_rmu_trains_only_the_chosen_mlps_and_steers_the_answer_tokens(
     trainer.train()
     changed = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"model.layers.0.mlp.down_proj.weight"}, changed
+    assert not trainer.model.model.layers[0]._forward_hooks  # hooks live only inside compute_loss
+    copy.deepcopy(trainer.model)  # as the relearning probe does: nothing of the trainer is attached
 
 
 def test_rmu_and_undial_bad_configs_say_how_to_fix(memorised_model_dir, small_splits, tmp_path):

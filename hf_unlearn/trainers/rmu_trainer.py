@@ -83,13 +83,13 @@ class RMUTrainer(UnlearningTrainer):
         hidden_size = self.accelerator.unwrap_model(self.model).config.hidden_size
         self.control = rmu_control_vector(hidden_size, config.steering_coeff, config.control_seed)
         self.control = self.control.to(self.args.device)  # (D,)
-        self._hidden: torch.Tensor | None = None  # the steering layer's last output, (B, T, D)
-        self._step_hidden: torch.Tensor | None = (
-            None  # the training forward's, kept through the reference pass
-        )
-        layers[steering].register_forward_hook(self._capture)
+        # the steering layer's last output (B, T, D), and the training forward's, kept through the reference pass
+        self._hidden: torch.Tensor | None = None
+        self._step_hidden: torch.Tensor | None = None
+        # the steering layers whose output is captured during compute_loss (the reference's too, when separate)
+        self._steered = [layers[steering]]
         if self.ref_model is not None:
-            decoder_layers(self.ref_model)[steering].register_forward_hook(self._capture)
+            self._steered.append(decoder_layers(self.ref_model)[steering])
 
     @property
     def uses_reference_forward(self) -> bool:
@@ -98,6 +98,17 @@ class RMUTrainer(UnlearningTrainer):
 
     def _capture(self, module, inputs, output) -> None:
         self._hidden = output[0] if isinstance(output, tuple) else output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The base trainer's loss, with the steering layer's output captured by forward hooks that exist only
+        during the call (the trained model is returned without hooks, so it can be copied and saved as usual)."""
+        handles = [layer.register_forward_hook(self._capture) for layer in self._steered]
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._hidden = self._step_hidden = None
 
     def forget_loss(self, model, forget, logits, logps, counts):
         # the forward just run: forget rows first, then the retain rows when a regulariser concatenated them
