@@ -380,7 +380,8 @@ def test_rmu_trains_only_the_chosen_mlps_and_steers_the_answer_tokens(
     trainer.train()
     changed = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"model.layers.0.mlp.down_proj.weight"}, changed
-    assert not trainer.model.model.layers[0]._forward_hooks  # hooks live only inside compute_loss
+    hooks = trainer.model.model.layers[0]._forward_hooks.values()  # (transformers may hold its own there)
+    assert all(getattr(hook, "__self__", None) is not trainer for hook in hooks)  # only inside compute_loss
     copy.deepcopy(trainer.model)  # as the relearning probe does: nothing of the trainer is attached
 
 

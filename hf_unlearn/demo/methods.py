@@ -37,6 +37,8 @@ DEMO_METHODS: dict[str, str] = {
     "npo_gdr": "hf_unlearn.demo.methods:npo_gdr",
     "npo_klr": "hf_unlearn.demo.methods:npo_klr",
     "simnpo": "hf_unlearn.demo.methods:simnpo",
+    "rmu": "hf_unlearn.demo.methods:rmu",
+    "undial": "hf_unlearn.demo.methods:undial",
     "whp": "hf_unlearn.demo.methods:whp",
     "eco": "hf_unlearn.demo.methods:eco",
     "dp2": "hf_unlearn.demo.methods:dp2",
@@ -65,6 +67,8 @@ DEMO_SETTINGS: dict[str, tuple[str, dict]] = {
         "simnpo",
         {"regularizer": "gdr", "learning_rate": 7e-3, "max_steps": 20, **_RETAIN, "retain_weight": 3.0},
     ),
+    "rmu": ("rmu", {"learning_rate": 2e-2, "max_steps": 25, "retain_weight": 10.0, "retain_batch_size": 64}),
+    "undial": ("undial", {"regularizer": "gdr", "learning_rate": 3e-3, "max_steps": 20, **_RETAIN}),
 }
 
 
@@ -111,6 +115,8 @@ npo = partial(unlearn_demo_row, "npo")
 npo_gdr = partial(unlearn_demo_row, "npo_gdr")
 npo_klr = partial(unlearn_demo_row, "npo_klr")
 simnpo = partial(unlearn_demo_row, "simnpo")
+rmu = partial(unlearn_demo_row, "rmu")
+undial = partial(unlearn_demo_row, "undial")
 
 
 def whp(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int, **overrides) -> tuple:
