@@ -28,12 +28,14 @@ PAIRS = {
     "rmu": (RMUConfig, RMUTrainer),
     "undial": (UNDIALConfig, UNDIALTrainer),
 }
-# RMU (its embed retain term, weight 10) and UNDIAL (+GDR) as calibrated on the memorised fixture: forget EM
-# 1.0 -> 0.19 (RMU, 24 steps) and 1.0 -> 0.06 (UNDIAL, 12 steps) with retain EM 1.0 (seed 0)
+# RMU (its embed retain term, weight 10) and UNDIAL (+GDR) as calibrated on the memorised fixture, forget / retain EM
+# from 1.0 / 1.0: RMU (36 steps) 0.25 / 1.0 (seed 0) and 0.25 / 0.99 (seed 1; at lr 2e-2 for 24 steps retain fell to
+# 0.875 there), UNDIAL (12 steps) 0.06 / 1.0 (seed 0). LoRA runs use 36 steps and lr 2e-2 for RMU.
 REPRESENTATION = {
-    "rmu": dict(learning_rate=2e-2, retain_weight=10.0, max_steps=24),
+    "rmu": dict(learning_rate=1e-2, retain_weight=10.0, max_steps=36),
     "undial": dict(learning_rate=3e-3, regularizer="gdr", retain_weight=5.0),
 }
+LORA = {"rmu": dict(lora_r=8, max_steps=36, learning_rate=2e-2), "undial": dict(lora_r=8, max_steps=36)}
 
 
 REG_LR, REG_STEPS = 3e-3, 12
@@ -333,7 +335,7 @@ def test_rmu_and_undial_forget_and_keep_retain(method, lora, memorised_model_dir
     """The forget answers go (EM down by >= 0.4, >= 0.5 with full fine-tuning) while the retain answers stay (EM
     within 0.1); under LoRA the base weights are bit-identical and the reference is the adapter-disabled model."""
     base_before = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)[0].state_dict()
-    config = {**REPRESENTATION[method], **(dict(lora_r=8, max_steps=36) if lora else {})}
+    config = {**REPRESENTATION[method], **(LORA[method] if lora else {})}
     trainer = unlearner(method, memorised_model_dir, small_splits, tmp_path, **config)
     tok, forget, retain = trainer.processing_class, small_splits["forget"], small_splits["retain"]
     before = exact_match(trainer.model, tok, forget), exact_match(trainer.model, tok, retain)
@@ -400,6 +402,10 @@ def test_rmu_and_undial_bad_configs_say_how_to_fix(memorised_model_dir, small_sp
         ValueError, match=r"trainable_layers='1' must name layers from 0 to the steering layer"
     ):
         rmu(steering_layer=0, trainable_layers="1")
+    with pytest.raises(
+        ValueError, match=r"trainable_layers='a,1' is not a comma-separated list of layer numbers"
+    ):
+        rmu(trainable_layers="a,1")
     with pytest.raises(ValueError, match=r"trainable_params='embed_tokens' matches no trainable parameter"):
         rmu(trainable_params="embed_tokens")  # not inside a decoder layer
     with pytest.raises(ValueError, match="steering_coeff=0 must be > 0"):

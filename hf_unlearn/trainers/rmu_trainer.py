@@ -54,12 +54,14 @@ class RMUTrainer(UnlearningTrainer):
                 f"steering_layer={steering} is out of range: the model has {n} decoder layers (0 to {n - 1}); "
                 f"pick one of them (the default is the middle one, {n // 2})."
             )
-        trainable = (
-            sorted({max(steering - k, 0) for k in range(3)})
-            if config.trainable_layers is None
-            else [int(i) for i in config.trainable_layers.split(",")]
-        )
-        if any(not 0 <= i <= steering for i in trainable):
+        given = (config.trainable_layers or "").replace(",", " ").split()
+        if not all(i.isdigit() for i in given):
+            raise ValueError(
+                f"trainable_layers={config.trainable_layers!r} is not a comma-separated list of layer numbers; "
+                "give e.g. '0,1', or leave it unset for the steering layer and the two below it."
+            )
+        trainable = [int(i) for i in given] or sorted({max(steering - k, 0) for k in range(3)})
+        if any(i > steering for i in trainable):
             raise ValueError(
                 f"trainable_layers={config.trainable_layers!r} must name layers from 0 to the steering layer "
                 f"({steering}): layers above it do not change its output. Leave it unset for the steering layer and "
@@ -74,8 +76,8 @@ class RMUTrainer(UnlearningTrainer):
         if not keep:
             raise ValueError(
                 f"trainable_params={config.trainable_params!r} matches no trainable parameter of layers {trainable}"
-                f" (under LoRA only adapters train: the pattern must name a module that has one, e.g. via "
-                f"lora_target_modules); e.g. 'mlp' for every MLP weight."
+                " (under LoRA only adapters train: the pattern must name a module that has one, e.g. via "
+                "lora_target_modules); e.g. 'mlp' for every MLP weight."
             )
         for p in self.model.parameters():
             p.requires_grad_(id(p) in keep)
