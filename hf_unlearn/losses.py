@@ -237,3 +237,61 @@ def soft_target_cross_entropy(
     per_position = -(probs * picked).sum(-1)  # (B, T-1)
     counts = probs.sum(-1) > 0
     return (per_position * counts).sum() / counts.sum().clamp(min=1)
+
+
+def masked_activation_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's distance between hidden states and a target (Li et al. 2024, "The WMDP Benchmark"): the squared error
+    averaged over the hidden dimension, then over the counting tokens of each sequence, then over the batch.
+
+    RMU's loss is ``mse(h_forget, c * u) + alpha * mse(h_retain, h_ref_retain)``, both terms this function at one
+    decoder layer (``c * u`` from :func:`rmu_control_vector`, ``h_ref_retain`` the frozen reference's states).
+
+    Args:
+        hidden: ``(B, T, D)`` hidden states.
+        target: ``(B, T, D)`` target states, or anything that broadcasts to them (a ``(D,)`` control vector).
+        mask: ``(B, T)`` boolean, True at the tokens that count (answer tokens: ``labels != -100``, so prompt and
+            padding do not count). A sequence without counting tokens adds 0 to the batch mean.
+    """
+    per_token = (hidden.float() - target.float()).pow(2).mean(-1)  # (B, T)
+    counts = mask.sum(-1).clamp(min=1)  # (B,)
+    return ((per_token * mask).sum(-1) / counts).mean()
+
+
+def rmu_control_vector(dim: int, steering_coeff: float, seed: int) -> torch.Tensor:
+    """RMU's fixed random target ``c * u`` (Li et al. 2024, "The WMDP Benchmark"): ``u`` drawn uniformly from
+    ``[0, 1)^dim`` with ``seed`` and scaled to unit norm, times ``steering_coeff``.
+
+    Returns:
+        ``(dim,)`` fp32 vector of norm ``steering_coeff``.
+    """
+    u = torch.rand(dim, generator=torch.Generator().manual_seed(seed))
+    return steering_coeff * u / u.norm()
+
+
+def undial_loss(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float = 10.0
+) -> torch.Tensor:
+    """UNDIAL (Dong et al. 2024, "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning").
+
+    Self-distillation toward the reference model with the label token's logit lowered by ``beta``: the target at
+    each labelled position is ``softmax(ref_logits - beta * onehot(label))`` and the loss is the cross-entropy of
+    the model's next-token distribution against it, averaged over labelled positions (it differs from the KL by
+    the target's entropy, a constant: the gradient is the same).
+
+    Args:
+        logits: ``(B, T, V)`` outputs of the model being unlearned.
+        ref_logits: ``(B, T, V)`` outputs of the reference model on the same batch.
+        labels: ``(B, T)`` with ``-100`` where the position does not count (prompt, padding).
+        beta: how far the label token's logit is lowered (>= 0); 0 distills toward the reference unchanged.
+    """
+    if beta < 0:
+        raise ValueError(f"undial_loss needs beta >= 0, got {beta}; UNDIAL's default is 10.")
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    mask = shift_labels != IGNORE_INDEX
+    safe = shift_labels.masked_fill(~mask, 0).unsqueeze(-1)  # (B, T-1, 1)
+    adjusted = (
+        ref_logits[:, :-1, :].float().scatter_add(-1, safe, torch.full_like(safe, -beta, dtype=torch.float))
+    )
+    target = adjusted.softmax(-1)  # (B, T-1, V)
+    ce = -(target * logits[:, :-1, :].float().log_softmax(-1)).sum(-1)  # (B, T-1)
+    return (ce * mask).sum() / mask.sum().clamp(min=1)

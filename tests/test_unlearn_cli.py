@@ -45,10 +45,29 @@ def test_help_documents_every_config_field(capsys):
     assert all(f"--{name}" in text for name in own_fields)
 
 
+@pytest.mark.parametrize("method", ["rmu", "undial"])
+def test_help_documents_rmu_and_undial_fields(method, capsys):
+    from transformers import TrainingArguments
+
+    from hf_unlearn.trainers import resolve_method
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["unlearn", method, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    own_fields = set(resolve_method(method)[0].__dataclass_fields__) - set(
+        TrainingArguments.__dataclass_fields__
+    )
+    assert (
+        {"beta"} <= own_fields if method == "undial" else {"steering_layer", "steering_coeff"} <= own_fields
+    )
+    assert all(f"--{name}" in text for name in own_fields)
+
+
 def test_unknown_method_is_refused(capsys):
     assert cli_main(["unlearn", "nope", "--model", "x"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
-    assert {"ga", "npo", "simnpo"} <= set(METHODS)
+    assert {"ga", "npo", "simnpo", "rmu", "undial"} <= set(METHODS)
 
 
 def test_cli_lora_npo_with_merge(memorised_model_dir, split_files, small_splits, tmp_path):
@@ -62,12 +81,12 @@ def test_cli_lora_npo_with_merge(memorised_model_dir, split_files, small_splits,
     out = tmp_path / "npo"
     argv = ["unlearn", "npo", "--model", str(memorised_model_dir), "--forget", str(split_files["forget"])]
     argv += ["--retain", str(split_files["retain"]), "--output_dir", str(out), "--regularizer", "gdr"]
-    argv += ["--lora_r", "8", "--merge", "--learning_rate", LORA_NPO_LR, "--max_steps", "12"]
+    argv += ["--lora_r", "8", "--merge", "--learning_rate", LORA_NPO_LR, "--max_steps", "24"]
     argv += ["--per_device_train_batch_size", "8", "--use_cpu", "--disable_tqdm", "true"]
     assert cli_main(argv) == 0
     summary = read_json(out / SUMMARY_FILE)
     assert summary["method"] == "npo" and summary["regularizer"] == "gdr", summary
-    assert 1 <= summary["steps"] <= 12, summary
+    assert 1 <= summary["steps"] <= 24, summary
     model, _ = load_model_and_tokenizer(out, dtype=torch.float32)  # merged: a plain model directory
     forget_after = exact_match(model, tok, small_splits["forget"])
     retain_after = exact_match(model, tok, small_splits["retain"])

@@ -10,12 +10,15 @@ from hf_unlearn.losses import (
     ga_loss,
     gathered_log_probs,
     idk_nll_loss,
+    masked_activation_mse,
     npo_loss,
     retain_kl,
     retain_nll,
+    rmu_control_vector,
     sequence_log_probs,
     simnpo_loss,
     token_log_probs,
+    undial_loss,
 )
 
 
@@ -135,3 +138,48 @@ def test_token_log_probs_equal_the_explicit_log_softmax_and_gather(dtype):
         rtol=0,
         atol=1e-5,
     )
+
+
+def test_rmu_activation_mse_averages_dimension_then_answer_tokens_then_batch():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [2.0, 2.0]]])  # (B=2, T=2, D=2)
+    control = torch.tensor([1.0, 0.0])
+    mask = torch.tensor([[True, False], [True, True]])
+    # row 0: ((1-1)^2 + (2-0)^2) / 2 = 2 over its 1 token; row 1: (0.5 + 2.5) / 2 = 1.5; batch mean 1.75
+    assert masked_activation_mse(hidden, control, mask).item() == pytest.approx(1.75)
+    masked_changed = hidden.clone()
+    masked_changed[0, 1] = 100.0  # a prompt / padding position: does not count
+    assert masked_activation_mse(masked_changed, control, mask).item() == pytest.approx(1.75)
+    # a row without answer tokens adds 0 (not NaN) to the batch mean
+    assert masked_activation_mse(hidden, control, torch.tensor([[False, False], [True, True]])).item() == (
+        pytest.approx(0.75)
+    )
+    # against a reference's states (RMU's retain term): 0 at the reference; a shift of 1 in both coordinates gives
+    # (1^2 + 1^2) / 2 = 1 per token
+    assert masked_activation_mse(hidden, hidden, mask).item() == 0.0
+    assert masked_activation_mse(hidden + 1.0, hidden, mask).item() == pytest.approx(1.0)
+
+
+def test_rmu_control_vector_is_seeded_nonnegative_and_has_the_steering_norm():
+    u = rmu_control_vector(64, steering_coeff=20.0, seed=3)
+    assert u.shape == (64,) and (u >= 0).all()
+    assert u.norm().item() == pytest.approx(20.0, rel=1e-6)
+    assert torch.equal(u, rmu_control_vector(64, 20.0, seed=3))
+    assert not torch.equal(u, rmu_control_vector(64, 20.0, seed=4))
+
+
+def test_undial_distills_toward_the_reference_with_the_label_logit_lowered():
+    # one counted position: position 0 predicts label[1] = token 0; position 1 predicts a -100 label (prompt/pad)
+    labels = torch.tensor([[-100, 0, -100]])
+    ref = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])  # (B=1, T=3, V=3)
+    student = torch.tensor([[[math.log(2), 0.0, 0.0], [5.0, -3.0, 1.0], [0.0, 0.0, 0.0]]])
+    # beta = ln 2: target softmax([-ln 2, 0, 0]) = [0.2, 0.4, 0.4]; student q = [0.5, 0.25, 0.25]
+    # CE = -(0.2 ln 0.5 + 0.8 ln 0.25) = 1.8 ln 2
+    assert undial_loss(student, ref, labels, beta=math.log(2)).item() == pytest.approx(1.8 * math.log(2))
+    # beta = 0 and the student at the reference: the reference's entropy, ln 3 for a uniform reference
+    assert undial_loss(ref, ref, labels, beta=0.0).item() == pytest.approx(math.log(3))
+    # the masked position's logits do not matter
+    other = student.clone()
+    other[0, 1] = torch.tensor([-9.0, 9.0, 0.0])
+    assert undial_loss(other, ref, labels, beta=math.log(2)).item() == pytest.approx(1.8 * math.log(2))
+    with pytest.raises(ValueError, match="beta >= 0"):
+        undial_loss(student, ref, labels, beta=-1.0)

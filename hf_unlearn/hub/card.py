@@ -77,6 +77,24 @@ METHODS: dict[str, tuple[str, str]] = {
     ),
     "idkdpo_gdr": ("IdkDPO with gradient descent on retain", "IdkDPO plus NLL on the retain set."),
     "idkdpo_klr": ("IdkDPO with KL regularisation on retain", "IdkDPO plus KL to the reference on retain."),
+    "rmu": (
+        "Representation Misdirection for Unlearning (RMU)",
+        "RMU (Li et al., 2024, WMDP): at one decoder layer the forget answers' hidden states were pushed toward a "
+        "fixed random vector while the retain answers' hidden states were held at the original model's.",
+    ),
+    "undial": (
+        "UNDIAL self-distillation with adjusted logits",
+        "UNDIAL (Dong et al., 2024): the model was distilled toward the original model's next-token "
+        "distribution on the forget answers with the answer token's logit lowered by beta.",
+    ),
+    "undial_gdr": (
+        "UNDIAL with gradient descent on retain (UNDIAL+GDR)",
+        "UNDIAL plus NLL on the retain set.",
+    ),
+    "undial_klr": (
+        "UNDIAL with KL regularisation on retain (UNDIAL+KLR)",
+        "UNDIAL plus KL to the reference on retain.",
+    ),
     "whp": (
         "Who's Harry Potter generic-label fine-tuning (WHP)",
         "WHP (Eldan & Russinovich, 2023): a reinforced model and an anchored-term dictionary give generic "

@@ -29,6 +29,11 @@ METHODS: dict[str, tuple[str, str]] = {
         "hf_unlearn.trainers.idk_config:IdkDPOConfig",
         "hf_unlearn.trainers.idk_trainer:IdkDPOTrainer",
     ),
+    "rmu": ("hf_unlearn.trainers.rmu_config:RMUConfig", "hf_unlearn.trainers.rmu_trainer:RMUTrainer"),
+    "undial": (
+        "hf_unlearn.trainers.undial_config:UNDIALConfig",
+        "hf_unlearn.trainers.undial_trainer:UNDIALTrainer",
+    ),
     "whp": ("hf_unlearn.trainers.whp.config:WHPConfig", "hf_unlearn.trainers.whp.trainer:WHPTrainer"),
 }
 

@@ -34,6 +34,10 @@ class UnlearningConfig(TrainingArguments):
     Defaults suit the embedded tiny model; on a pretrained model lower ``learning_rate`` (e.g. 1e-5).
     """
 
+    #: the values ``regularizer`` accepts (a method with a retain term of its own adds it, as RMU adds ``embed``);
+    #: a plain class attribute, not a field
+    regularizers = REGULARIZERS
+
     # --- the objective ---
     regularizer: str = field(
         default="none",
@@ -145,10 +149,11 @@ class UnlearningConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.regularizer not in REGULARIZERS:
+        if self.regularizer not in self.regularizers:
             raise ValueError(
-                f"regularizer={self.regularizer!r} is not one of {REGULARIZERS}: use 'none' (forget loss only), "
-                "'gdr' (plus NLL on retain) or 'klr' (plus KL to the reference on retain)."
+                f"regularizer={self.regularizer!r} is not one of {self.regularizers}: use 'none' (forget loss only), "
+                "'gdr' (plus NLL on retain) or 'klr' (plus KL to the reference on retain); see the regularizer "
+                "field's help for a method's own."
             )
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("Got load_in_4bit=True and load_in_8bit=True; pick one quantization.")

@@ -7,7 +7,8 @@ Subclasses implement one method, :meth:`UnlearningTrainer.forget_loss`; the base
   seeded, per-rank shuffled stream over ``retain_dataset`` (deterministic, so a resumed run continues the
   stream where it stopped). Forget and retain must not overlap (``check_disjoint``).
 - the objective: ``forget_weight * forget_loss + retain_weight * regulariser`` with the regulariser of
-  ``args.regularizer``: ``none``, ``gdr`` (NLL on retain) or ``klr`` (KL(ref || model) on retain). With a
+  ``args.regularizer``: ``none``, ``gdr`` (NLL on retain) or ``klr`` (KL(ref || model) on retain); a method with a
+  retain term of its own overrides :meth:`UnlearningTrainer.retain_regularizer` (RMU's ``embed``). With a
   regulariser, forget and retain rows go through the model in one concatenated forward pass; without one, the
   retain loss is still measured (no gradient) for logging and the safety rail.
 - the reference model: an explicit ``ref_model``; else under peft the same model with adapters disabled (no
@@ -129,6 +130,9 @@ class UnlearningTrainer(Trainer):
     #: whether :meth:`forget_loss` needs the reference model's sequence log-probs of the forget batch
     #: (``forget["ref_logps"]``); NPO sets it.
     uses_forget_reference: bool = False
+    #: whether the method runs the reference model on every step (UNDIAL's logits, RMU's hidden states), so a
+    #: reference must be kept even when the forget set's log-probs are cached
+    uses_reference_forward: bool = False
     # the method's name on model cards (see hf_unlearn.hub.card.METHODS); subclasses set it
     method_name: str = "unlearning"
 
@@ -204,8 +208,10 @@ class UnlearningTrainer(Trainer):
         self._rail_snapshot: tuple[int, dict[str, torch.Tensor]] | None = None
         self._rail_candidate: tuple[int, dict[str, torch.Tensor]] | None = None
         self.stopped_early: dict | None = None
-        needs_ref_forward = args.regularizer == "klr" or (
-            self.uses_forget_reference and not args.precompute_ref_log_probs
+        needs_ref_forward = (
+            args.regularizer == "klr"
+            or self.uses_reference_forward
+            or (self.uses_forget_reference and not args.precompute_ref_log_probs)
         )
         self.ref_model = None
         if needs_ref_forward or self.uses_forget_reference:
@@ -353,6 +359,21 @@ class UnlearningTrainer(Trainer):
             return forget["ref_logps"].float()
         return sequence_log_probs(self.reference_logits(model, forget), forget["labels"])[0]
 
+    def retain_regularizer(
+        self, model, retain: dict[str, torch.Tensor], retain_logits: torch.Tensor, nll: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The retain term of ``args.regularizer`` (not ``none``) and the metrics to log with it.
+
+        Args:
+            model: the (possibly wrapped) model being trained.
+            retain: the retain batch, padded to the forget batch's width; retain_logits: ``(B, T, V)`` on it.
+            nll: the retain batch's token-mean NLL (the ``gdr`` term).
+        """
+        if self.args.regularizer == "gdr":
+            return nll, {}
+        kl = retain_kl(retain_logits, self.reference_logits(model, retain), retain["labels"])
+        return kl, {"ref_kl": kl.detach()}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """``forget_weight * forget_loss + retain_weight * regulariser`` on a forget batch and a retain batch.
 
@@ -385,12 +406,10 @@ class UnlearningTrainer(Trainer):
                     unwrapped = self.accelerator.unwrap_model(model)
                     retain_logits = unwrapped(**{k: retain[k] for k in model_inputs}).logits
             nll = retain_nll(*sequence_log_probs(retain_logits, retain["labels"]))
-            if args.regularizer == "gdr":
-                loss = loss + args.retain_weight * nll
-            elif args.regularizer == "klr":
-                kl = retain_kl(retain_logits, self.reference_logits(model, retain), retain["labels"])
-                loss = loss + args.retain_weight * kl
-                metrics["ref_kl"] = kl.detach()
+            if args.regularizer != "none":
+                term, logged = self.retain_regularizer(model, retain, retain_logits, nll)
+                loss = loss + args.retain_weight * term
+                metrics.update(logged)
             metrics.update(retain_loss=nll.detach(), retain_logp=-nll.detach())
             self._apply_safety_rail(nll.detach())
         for key, value in metrics.items():
