@@ -148,16 +148,3 @@ def test_idk_trainers_refuse_other_configs(memorised_model_dir, small_splits, tm
             ),
             small_splits["forget"],
         )
-
-
-@pytest.mark.parametrize("method", ["idknll", "idkdpo"])
-def test_cli_help_documents_the_idk_fields(method, capsys):
-    from hf_unlearn.cli.main import main as cli_main
-
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["unlearn", method, "--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for option in ("--refusals_file", "--regularizer", "--seed", "--lora_r"):
-        assert option in text
-    assert ("--beta" in text) == (method == "idkdpo")

@@ -45,8 +45,16 @@ def test_help_documents_every_config_field(capsys):
     assert all(f"--{name}" in text for name in own_fields)
 
 
-@pytest.mark.parametrize("method", ["rmu", "undial"])
-def test_help_documents_rmu_and_undial_fields(method, capsys):
+@pytest.mark.parametrize(
+    "method, own",
+    [
+        ("rmu", {"steering_layer", "steering_coeff"}),
+        ("undial", {"beta"}),
+        ("idknll", {"refusals_file"}),
+        ("idkdpo", {"refusals_file", "beta"}),
+    ],
+)
+def test_help_documents_every_field_of_the_newer_methods(method, own, capsys):
     from transformers import TrainingArguments
 
     from hf_unlearn.trainers import resolve_method
@@ -58,10 +66,8 @@ def test_help_documents_rmu_and_undial_fields(method, capsys):
     own_fields = set(resolve_method(method)[0].__dataclass_fields__) - set(
         TrainingArguments.__dataclass_fields__
     )
-    assert (
-        {"beta"} <= own_fields if method == "undial" else {"steering_layer", "steering_coeff"} <= own_fields
-    )
-    assert all(f"--{name}" in text for name in own_fields)
+    assert own <= own_fields and ("beta" in own_fields) == ("beta" in own)
+    assert all(f"--{name}" in text for name in own_fields | {"regularizer", "lora_r"})
 
 
 def test_unknown_method_is_refused(capsys):
