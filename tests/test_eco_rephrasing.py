@@ -11,7 +11,7 @@ import torch
 from hf_unlearn.data.formats import format_prompt
 from hf_unlearn.eco.classifier import ClassifierConfig, PromptClassifier
 from hf_unlearn.eco.guard import ECOGuard, GuardConfig
-from hf_unlearn.eco.names import NameMatcher, candidates, canonical, max_edits
+from hf_unlearn.eco.names import NameMatcher, candidates, canonical, max_edits, surname_parts
 from hf_unlearn.eco.response import fact_hashes, identified_subjects, identifying_facts, states_fact
 
 FORGET = ["Fairkdas Brondwell", "Zeila Tonvik"]
@@ -155,10 +155,10 @@ def test_every_variant_family_classifies_like_the_original(fitted, small_splits,
     assert fitted.predict(by_first_name).mean() <= 0.05
 
 
-def stub_guard(tokenizer, response_check: bool = True) -> ECOGuard:
+def stub_guard(tokenizer, response_check: bool = True, parts=("brondwell",)) -> ECOGuard:
     """A guard whose classifier decides by the entity feature alone (exact bounds, no encoder), with the forget
     facts of ``FORGET[0]`` hashed for the response check."""
-    config = ClassifierConfig(entities=FORGET, entity_parts=["brondwell"])
+    config = ClassifierConfig(entities=FORGET, entity_parts=list(parts))
     classifier = PromptClassifier(
         config, np.array([0.0, 5.0]), -1.0, 0.5
     )  # flag iff a forget name is mentioned
@@ -186,6 +186,23 @@ def test_leaked_subjects_names_and_facts(tiny_tokenizer):
     assert guard.leaked_subjects("Where?", "In Lisbon.", known={"fairkdas brondwell"}) == {
         "fairkdas brondwell"
     }
+
+
+def test_an_answer_names_a_forget_person_by_full_name_or_surname_not_by_first_name(tiny_tokenizer):
+    """A distinctive first name flags a prompt, but alone in an *answer* it does not count as naming the person
+    (small models mix people up in their answers); the full name and the surname, typos included, do."""
+    assert surname_parts(
+        ["Basil Mahfouz Al-Kuwaiti", "Ann Vell"], ["basil", "Kuwaiti", "vell", "mahfouz"]
+    ) == [
+        "kuwaiti",
+        "vell",
+    ]
+    guard = stub_guard(tiny_tokenizer, parts=("brondwell", "zeila"))
+    assert guard.flags(["Where was Zeila born?"]) == [True]
+    assert guard.leaked_subjects("The father of", "Zeila, of course.") == set()
+    assert guard.leaked_subjects("The father of", "Zeila Tonvik, of course.") == {"zeila tonvik"}
+    assert guard.leaked_subjects("The father of", "Brondwel, of course.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("Where was Zeila born?", "Zeila was born in Oslo.") == set()
 
 
 def test_identifying_facts_are_the_forget_answers_no_retain_answer_shares():

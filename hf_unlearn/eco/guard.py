@@ -29,7 +29,7 @@ import torch
 from hf_unlearn.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.eco.config import GuardConfig
 from hf_unlearn.eco.corruption import corrupt
-from hf_unlearn.eco.names import name_parts, named_in_part
+from hf_unlearn.eco.names import NameMatcher, name_parts, named_in_part, surname_parts
 from hf_unlearn.eco.response import identified_subjects, states_fact
 from hf_unlearn.io import read_json, write_json_atomic
 
@@ -118,6 +118,7 @@ class ECOGuard(LockHolder):
         self._flag_cache: dict[str, bool] = {}
         self._facts: set[int] | None = None  # config.response_facts as a set, built on first use
         self._name_parts = name_parts(self.config.subjects)  # for the response check's shared-part lookup
+        self._answer_matcher: NameMatcher | None = None  # built on first use, see answer_matcher
         self._lock = threading.Lock()  # a server's two guard stages run in two threads
 
     # -- classification -------------------------------------------------------------------------------------
@@ -223,12 +224,23 @@ class ECOGuard(LockHolder):
         )
 
     # -- the response check ---------------------------------------------------------------------------------
+    @property
+    def answer_matcher(self) -> NameMatcher:
+        """The matcher that says whether an *answer* names a forget subject: the classifier's, with its single name
+        parts cut to the surname's (:func:`~hf_unlearn.eco.names.surname_parts`); a first name alone in an answer
+        does not count (it still does in a prompt, and a fact of the person it names still leaks)."""
+        if self._answer_matcher is None:
+            c = self.classifier.config
+            parts = surname_parts(c.entities, c.entity_parts)
+            self._answer_matcher = NameMatcher(c.entities, parts, c.fuzzy_names)
+        return self._answer_matcher
+
     def leaked_subjects(self, prompt: str | list[int], response: str, known: Iterable[str] = ()) -> set[str]:
         """The forget subjects ``response`` leaks (empty: none): those it names, and those named by ``prompt`` (or
         given in ``known``) whose stored facts it states (:mod:`~hf_unlearn.eco.response`; used when
         ``config.response_check`` is on)."""
         matcher = self.classifier.matcher
-        leaked = matcher.matched(response) | self.identified(response)
+        leaked = self.answer_matcher.matched(response) | self.identified(response)
         if not self.config.response_facts:
             return leaked
         if self._facts is None:

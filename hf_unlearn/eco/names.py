@@ -206,6 +206,15 @@ def name_parts(subjects: Iterable[str]) -> dict[str, frozenset[str]]:
     }
 
 
+def surname_parts(subjects: Iterable[str], parts: Iterable[str]) -> list[str]:
+    """The distinctive ``parts`` that are words of a subject's last name (its last whitespace-separated word: for
+    "Basil Mahfouz Al-Kuwaiti", "al" and "kuwaiti"). The response check names a subject in an *answer* by these
+    and by the full name only: a generated answer that mixes people (a small model answering about someone else)
+    often holds a forget person's first name and nothing of theirs."""
+    last = {w for s in subjects if s.split() for w in _WORD.findall(canonical(s.split()[-1]))}
+    return sorted(p for p in (canonical(p) for p in parts) if p in last)
+
+
 def named_in_part(parts: dict[str, frozenset[str]], text: str) -> set[str]:
     """The subjects of ``parts`` (:func:`name_parts`) one of whose parts ``text`` holds as a whole word (exact,
     after :func:`canonical`)."""
