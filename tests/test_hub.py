@@ -25,6 +25,8 @@ from hf_unlearn.hub.card import (
     write_model_card,
 )
 from hf_unlearn.hub.release import push
+from hf_unlearn.trainers import METHODS as TRAINER_METHODS
+from hf_unlearn.trainers.base_config import REGULARIZERS
 
 EVAL = {
     "forget_quality": 1.7e-21,  # p-values this small must survive the card (TOFU finetuned model)
@@ -121,6 +123,18 @@ def test_hyperparameters_keep_the_method_fields_first_and_drop_plumbing():
     assert card_hyperparameters({"beta": 0.5, "run_name": "x", "data_path": "/d"}) == {"beta": 0.5}
     with pytest.raises(TypeError, match="got int"):
         card_hyperparameters(3)
+
+
+@pytest.mark.parametrize("regularizer", REGULARIZERS[1:])
+@pytest.mark.parametrize("method", sorted(TRAINER_METHODS))
+def test_every_trainer_method_with_a_regularizer_has_a_card_entry(method, regularizer):
+    # a trainer's card names it <method>_<regularizer> (UnlearningTrainer.card_method); an entry missing from
+    # METHODS would print the raw key with no description (the demo's simnpo_gdr and whp_gdr cards did)
+    title, description = METHODS[f"{method}_{regularizer}"]
+    assert title.endswith(f"+{regularizer.upper()})")
+    assert description.startswith(METHODS[method][1])
+    term = {"gdr": "NLL on the retain set", "klr": "KL(reference || model) on the retain set"}[regularizer]
+    assert description.endswith(f"combined with {term} to preserve utility.")
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -41,24 +41,15 @@ CARD_INPUTS_FILE = "unlearning_card.json"
 PRIVACY_FILE = "dp_privacy.json"  # the DP accounting the DP2 trainer saves beside its model
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-# name -> (title, one-paragraph description). Looked up case-insensitively with "+"/"-" read as "_".
-METHODS: dict[str, tuple[str, str]] = {
+# name -> (title, one-paragraph description). Looked up case-insensitively with "+"/"-" read as "_"; the
+# regularised variants (``<base>_gdr``, ``<base>_klr``) are derived from their base's entry (:func:`_regularised`).
+_BASE_METHODS: dict[str, tuple[str, str]] = {
     "ga": ("gradient ascent (GA)", "Gradient ascent on the forget set: minimises -NLL(forget)."),
-    "ga_gdr": (
-        "gradient ascent with gradient descent on retain (GA+GDR)",
-        "Gradient ascent on the forget set plus ordinary NLL on the retain set to preserve utility.",
-    ),
-    "ga_klr": (
-        "gradient ascent with KL regularisation on retain (GA+KLR)",
-        "Gradient ascent on the forget set plus KL(reference || model) on the retain set.",
-    ),
     "npo": (
         "Negative Preference Optimization (NPO)",
         "NPO (Zhang et al., 2024): (2/beta) E_forget[log(1 + (p_model(y|x) / p_ref(y|x))^beta)], a bounded "
         "alternative to gradient ascent that slows down once the forget answers become unlikely.",
     ),
-    "npo_gdr": ("NPO with gradient descent on retain (NPO+GDR)", "NPO plus NLL on the retain set."),
-    "npo_klr": ("NPO with KL regularisation on retain (NPO+KLR)", "NPO plus KL to the reference on retain."),
     "simnpo": (
         "SimNPO",
         "SimNPO (Fan et al., 2024): NPO without a reference model, with length-normalised log-probabilities.",
@@ -68,15 +59,11 @@ METHODS: dict[str, tuple[str, str]] = {
         "IdkNLL (TOFU, Maini et al., 2024): NLL on the forget questions paired with refusal answers "
         '("I don\'t know"-style), so the model refuses instead of answering.',
     ),
-    "idknll_gdr": ("IdkNLL with gradient descent on retain", "IdkNLL plus NLL on the retain set."),
-    "idknll_klr": ("IdkNLL with KL regularisation on retain", "IdkNLL plus KL to the reference on retain."),
     "idkdpo": (
         "IdkDPO (refusal preference optimisation)",
         "IdkDPO (TOFU, Maini et al., 2024): DPO against the reference model with a refusal as the chosen "
         "answer and the forget answer as the rejected one.",
     ),
-    "idkdpo_gdr": ("IdkDPO with gradient descent on retain", "IdkDPO plus NLL on the retain set."),
-    "idkdpo_klr": ("IdkDPO with KL regularisation on retain", "IdkDPO plus KL to the reference on retain."),
     "rmu": (
         "Representation Misdirection for Unlearning (RMU)",
         "RMU (Li et al., 2024, WMDP): at one decoder layer the forget answers' hidden states were pushed toward a "
@@ -86,14 +73,6 @@ METHODS: dict[str, tuple[str, str]] = {
         "UNDIAL self-distillation with adjusted logits",
         "UNDIAL (Dong et al., 2024): the model was distilled toward the original model's next-token "
         "distribution on the forget answers with the answer token's logit lowered by beta.",
-    ),
-    "undial_gdr": (
-        "UNDIAL with gradient descent on retain (UNDIAL+GDR)",
-        "UNDIAL plus NLL on the retain set.",
-    ),
-    "undial_klr": (
-        "UNDIAL with KL regularisation on retain (UNDIAL+KLR)",
-        "UNDIAL plus KL to the reference on retain.",
     ),
     "whp": (
         "Who's Harry Potter generic-label fine-tuning (WHP)",
@@ -111,6 +90,38 @@ METHODS: dict[str, tuple[str, str]] = {
         "ECO (Liu et al., 2024): the weights are not changed; a prompt classifier flags forget-topic prompts "
         "and their prompt embeddings are corrupted before generation.",
     ),
+}
+
+# every trainer method (all take --regularizer gdr / klr) -> its short name in a regularised variant's title
+_REGULARISED_BASES = {
+    "ga": "GA",
+    "npo": "NPO",
+    "simnpo": "SimNPO",
+    "idknll": "IdkNLL",
+    "idkdpo": "IdkDPO",
+    "rmu": "RMU",
+    "undial": "UNDIAL",
+    "whp": "WHP",
+}
+_REGULARISERS = {
+    "gdr": ("gradient descent on retain", "NLL on the retain set"),
+    "klr": ("KL regularisation on retain", "KL(reference || model) on the retain set"),
+}
+
+
+def _regularised(base: str, regulariser: str) -> tuple[str, str]:
+    """The card entry of ``<base>_<regulariser>``: the base's description, then the retain term."""
+    what, term = _REGULARISERS[regulariser]
+    short = _REGULARISED_BASES[base]
+    return (
+        f"{short} with {what} ({short}+{regulariser.upper()})",
+        f"{_BASE_METHODS[base][1]} The forget objective was combined with {term} to preserve utility.",
+    )
+
+
+METHODS: dict[str, tuple[str, str]] = {
+    **_BASE_METHODS,
+    **{f"{b}_{r}": _regularised(b, r) for b in _REGULARISED_BASES for r in _REGULARISERS},
 }
 
 # metric key -> (display name, which direction is better)
