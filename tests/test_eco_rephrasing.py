@@ -155,7 +155,7 @@ def test_every_variant_family_classifies_like_the_original(fitted, small_splits,
     assert fitted.predict(by_first_name).mean() <= 0.05
 
 
-def stub_guard(tokenizer, response_check: bool = True, parts=("brondwell",)) -> ECOGuard:
+def stub_guard(tokenizer, response_check: bool = True, parts=("brondwell",), **guard_fields) -> ECOGuard:
     """A guard whose classifier decides by the entity feature alone (exact bounds, no encoder), with the forget
     facts of ``FORGET[0]`` hashed for the response check."""
     config = ClassifierConfig(entities=FORGET, entity_parts=list(parts))
@@ -168,6 +168,7 @@ def stub_guard(tokenizer, response_check: bool = True, parts=("brondwell",)) -> 
         response_check=response_check,
         response_key=key,
         response_facts=fact_hashes(bytes.fromhex(key), [(FORGET[0], "Lisbon")]),
+        **guard_fields,
     )
     weight = torch.randn(len(tokenizer), 8, generator=torch.Generator().manual_seed(0))
     return ECOGuard(classifier, tokenizer, guard_config, embedding_weight=weight)
@@ -190,7 +191,8 @@ def test_leaked_subjects_names_and_facts(tiny_tokenizer):
 
 def test_an_answer_names_a_forget_person_by_full_name_or_surname_not_by_first_name(tiny_tokenizer):
     """A distinctive first name flags a prompt, but alone in an *answer* it does not count as naming the person
-    (small models mix people up in their answers); the full name and the surname, typos included, do."""
+    (small models mix people up in their answers); the full name and the surname do, a near-miss spelling of
+    them only with ``response_fuzzy_names``, while a near-miss in a prompt always flags."""
     assert surname_parts(
         ["Basil Mahfouz Al-Kuwaiti", "Ann Vell"], ["basil", "Kuwaiti", "vell", "mahfouz"]
     ) == [
@@ -201,8 +203,15 @@ def test_an_answer_names_a_forget_person_by_full_name_or_surname_not_by_first_na
     assert guard.flags(["Where was Zeila born?"]) == [True]
     assert guard.leaked_subjects("The father of", "Zeila, of course.") == set()
     assert guard.leaked_subjects("The father of", "Zeila Tonvik, of course.") == {"zeila tonvik"}
-    assert guard.leaked_subjects("The father of", "Brondwel, of course.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("The father of", "Brondwell, of course.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("The father of", "Brondwel, of course.") == set()
+    assert guard.leaked_subjects("The father of", "Zeila Tonvlk, of course.") == set()
+    assert guard.flags(["Where was Brondwel born?"]) == [True]
+    assert guard.leaked_subjects("Where was Brondwel born?", "In Lisbon.") == {"fairkdas brondwell"}
     assert guard.leaked_subjects("Where was Zeila born?", "Zeila was born in Oslo.") == set()
+    guard = stub_guard(tiny_tokenizer, parts=("brondwell", "zeila"), response_fuzzy_names=True)
+    assert guard.leaked_subjects("The father of", "Brondwel, of course.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("The father of", "Zeila Tonvlk, of course.") == {"zeila tonvik"}
 
 
 def test_identifying_facts_are_the_forget_answers_no_retain_answer_shares():

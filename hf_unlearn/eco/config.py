@@ -56,6 +56,15 @@ class GuardConfig:
             "replaced by response_refusal (see eco/response.py)."
         },
     )
+    response_fuzzy_names: bool = field(
+        default=False,
+        metadata={
+            "help": "The response check also counts a near-miss spelling (typo, spacing) of a forget name in an "
+            "answer as naming the subject. Off by default: a small model's garbled answer about a retain person "
+            "often holds a near-miss of a forget name (on TOFU most of the remaining retain false positives); "
+            "prompts are always matched with typos, and a fact of a subject the prompt named still leaks."
+        },
+    )
     response_refusal: str = field(
         default="I don't know.",
         metadata={"help": "The answer given when an answer still leaks after the response check's retry."},

@@ -228,11 +228,13 @@ class ECOGuard(LockHolder):
     def answer_matcher(self) -> NameMatcher:
         """The matcher that says whether an *answer* names a forget subject: the classifier's, with its single name
         parts cut to the surname's (:func:`~hf_unlearn.eco.names.surname_parts`); a first name alone in an answer
-        does not count (it still does in a prompt, and a fact of the person it names still leaks)."""
+        does not count (it still does in a prompt, and a fact of the person it names still leaks). Names match
+        as canonical whole words, near-miss spellings only with ``config.response_fuzzy_names``."""
         if self._answer_matcher is None:
             c = self.classifier.config
             parts = surname_parts(c.entities, c.entity_parts)
-            self._answer_matcher = NameMatcher(c.entities, parts, c.fuzzy_names)
+            fuzzy = c.fuzzy_names and self.config.response_fuzzy_names
+            self._answer_matcher = NameMatcher(c.entities, parts, fuzzy)
         return self._answer_matcher
 
     def leaked_subjects(self, prompt: str | list[int], response: str, known: Iterable[str] = ()) -> set[str]:
