@@ -11,7 +11,7 @@ import torch
 from hf_unlearn.data.formats import format_prompt
 from hf_unlearn.eco.classifier import ClassifierConfig, PromptClassifier
 from hf_unlearn.eco.guard import ECOGuard, GuardConfig
-from hf_unlearn.eco.names import NameMatcher, candidates, canonical, max_edits, surname_parts
+from hf_unlearn.eco.names import NameMatcher, candidates, canonical, max_edits, namesakes, surname_parts
 from hf_unlearn.eco.response import fact_hashes, identified_subjects, identifying_facts, states_fact
 
 FORGET = ["Fairkdas Brondwell", "Zeila Tonvik"]
@@ -187,6 +187,30 @@ def test_leaked_subjects_names_and_facts(tiny_tokenizer):
     assert guard.leaked_subjects("Where?", "In Lisbon.", known={"fairkdas brondwell"}) == {
         "fairkdas brondwell"
     }
+
+
+def test_a_prompt_naming_a_retain_namesake_in_full_does_not_ask_about_the_forget_person(tiny_tokenizer):
+    """A forget person's name part that a retain person shares sends the response check to that forget person's
+    facts, except where the part stands inside the retain person's full name (the prompt asks about them)."""
+    # "tonvik" is not "tonvika": namesakes share a name part exactly
+    assert namesakes(FORGET, RETAIN + ["Ann Lee"]) == {"fairkdas": ["fairkdas lomton"]}
+    guard = stub_guard(tiny_tokenizer, namesakes={"fairkdas": ["fairkdas lomton"]})
+    assert guard.flags(["Where was Fairkdas Lomton born?"]) == [False]
+    assert guard.leaked_subjects("Where was Fairkdas Lomton born?", "In Lisbon.") == set()
+    assert guard.leaked_subjects("Where was FAIRKDAS  Lomton born?", "In Lisbon.") == set()  # canonical
+    # the shared part alone, or beside another surname, may still ask about the forget person
+    assert guard.leaked_subjects("Where was Fairkdas born?", "In Lisbon.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("Was Fairkdas Lomtonian born there?", "In Lisbon.") == {"fairkdas brondwell"}
+    assert guard.leaked_subjects("Fairkdas Lomton met Fairkdas. Where?", "In Lisbon.") == {
+        "fairkdas brondwell"
+    }
+    # the forget person's full name or distinctive part is matched as before, namesake or not
+    assert guard.leaked_subjects("Fairkdas Lomton or Brondwell: where?", "In Lisbon.") == {
+        "fairkdas brondwell"
+    }
+    assert stub_guard(tiny_tokenizer).leaked_subjects("Where was Fairkdas Lomton born?", "In Lisbon.") == {
+        "fairkdas brondwell"
+    }  # a guard without namesakes (saved before them) keeps the conservative lookup
 
 
 def test_an_answer_names_a_forget_person_by_full_name_or_surname_not_by_first_name(tiny_tokenizer):
@@ -395,6 +419,7 @@ def test_fit_guard_stores_name_parts_and_fact_hashes_not_text(small_splits, tiny
     assert guard.classifier.config.entity_parts == NameMatcher.distinctive_parts(
         subjects, retain["subject"], retain["question"]
     )
+    assert guard.config.namesakes == namesakes(subjects, retain["subject"])
     assert len(bytes.fromhex(guard.config.response_key)) == 16 and guard.config.response_facts
     row = forget[0]
     assert guard.leaked_subjects(row["question"], f"It is {row['answer']}.") == {canonical(row["subject"])}
@@ -403,3 +428,4 @@ def test_fit_guard_stores_name_parts_and_fact_hashes_not_text(small_splits, tiny
     assert all(a not in saved for a in forget["answer"] if not a.isdigit())  # stored hashed (years: digits)
     loaded = ECOGuard.from_pretrained(tmp_path, tiny_tokenizer)
     assert loaded.leaked_subjects(row["question"], row["answer"]) == {canonical(row["subject"])}
+    assert loaded.config.namesakes == guard.config.namesakes

@@ -48,6 +48,15 @@ class GuardConfig:
             "help": "Forget entities to match (default in eco-fit: the forget data's 'subject' column)."
         },
     )
+    namesakes: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Name parts that forget subjects share with retain subjects, each mapped to those retain "
+            "subjects' full names (eco-fit fills them in from the retain data's 'subject' column). The response "
+            "check looks for a forget subject's facts in the answer to a prompt that holds a shared part, unless "
+            "the part stands inside one of these full names: the prompt then asks about the retain person."
+        },
+    )
     response_check: bool = field(
         default=False,
         metadata={

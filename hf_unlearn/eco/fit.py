@@ -25,7 +25,7 @@ from hf_unlearn.eco.classifier import (
 )
 from hf_unlearn.eco.corruption import TUNABLE
 from hf_unlearn.eco.guard import ECOGuard, GuardConfig, GuardedModel
-from hf_unlearn.eco.names import NameMatcher
+from hf_unlearn.eco.names import NameMatcher, namesakes
 from hf_unlearn.eco.optimize import forget_metric, zeroth_order_search
 from hf_unlearn.eco.response import fact_hashes, identifying_facts
 from hf_unlearn.io import write_json_atomic
@@ -167,6 +167,8 @@ def fit_guard(
 
     Subjects default to the forget rows' ``subject`` column; they feed the classifier's entity feature (unless
     ``classifier_config.entities`` is set) and ``token_selection='subjects'``.
+    The retain rows' ``subject`` column, when there is one, decides which name parts are distinctive enough to
+    flag a prompt alone and which retain full names hold a forget subject's name part (``namesakes``).
 
     Returns:
         The guarded model (its ``.guard`` is the fitted :class:`ECOGuard`) and a report dictionary.
@@ -177,8 +179,10 @@ def fit_guard(
         guard_config.subjects = sorted(set(forget["subject"]))
     if not classifier_config.entities:
         classifier_config.entities = list(guard_config.subjects)
+    retain_subjects = sorted(set(retain["subject"])) if "subject" in retain.column_names else []
+    if not guard_config.namesakes:
+        guard_config.namesakes = namesakes(guard_config.subjects, retain_subjects)
     if classifier_config.fuzzy_names and classifier_config.entities and not classifier_config.entity_parts:
-        retain_subjects = retain["subject"] if "subject" in retain.column_names else []
         classifier_config.entity_parts = NameMatcher.distinctive_parts(
             classifier_config.entities, retain_subjects, retain["question"]
         )

@@ -29,7 +29,7 @@ import torch
 from hf_unlearn.eco.classifier import LockHolder, PromptClassifier
 from hf_unlearn.eco.config import GuardConfig
 from hf_unlearn.eco.corruption import corrupt
-from hf_unlearn.eco.names import NameMatcher, name_parts, named_in_part, surname_parts
+from hf_unlearn.eco.names import NameMatcher, name_parts, named_in_part, surname_parts, whole_words
 from hf_unlearn.eco.response import identified_subjects, states_fact
 from hf_unlearn.io import read_json, write_json_atomic
 
@@ -118,6 +118,7 @@ class ECOGuard(LockHolder):
         self._flag_cache: dict[str, bool] = {}
         self._facts: set[int] | None = None  # config.response_facts as a set, built on first use
         self._name_parts = name_parts(self.config.subjects)  # for the response check's shared-part lookup
+        self._namesakes = whole_words(n for names in self.config.namesakes.values() for n in names)
         self._answer_matcher: NameMatcher | None = None  # built on first use, see answer_matcher
         self._lock = threading.Lock()  # a server's two guard stages run in two threads
 
@@ -212,8 +213,9 @@ class ECOGuard(LockHolder):
     def named_in_part(self, text: str) -> set[str]:
         """The forget subjects (``config.subjects``) one of whose name parts ``text`` holds as a word, distinctive
         or not. A part shared with a retain person never flags a prompt, but the response check still looks for
-        that forget subject's facts in the answer ("Where was <shared surname> born?")."""
-        return named_in_part(self._name_parts, text)
+        that forget subject's facts in the answer ("Where was <shared surname> born?") — unless the part stands
+        inside the full name of a retain person who holds it (``config.namesakes``)."""
+        return named_in_part(self._name_parts, text, self._namesakes)
 
     def identified(self, text: str) -> set[str]:
         """The forget subjects whose identifying fact (``config.identifying_facts``) ``text`` holds."""

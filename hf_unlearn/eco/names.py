@@ -111,6 +111,14 @@ def candidates(words: list[str]) -> set[str]:
     return out
 
 
+def whole_words(names: Iterable[str]) -> re.Pattern | None:
+    """A pattern matching any of ``names`` (canonical) as whole words, longest first; ``None`` for no names."""
+    names = sorted(set(names), key=len, reverse=True)
+    if not names:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
+
+
 class NameMatcher:
     """Whether texts mention forget subjects (full names and distinctive name parts; see the module docstring).
 
@@ -126,7 +134,7 @@ class NameMatcher:
         self.fuzzy = fuzzy
         words = {canonical(s): _WORD.findall(canonical(s)) for s in self.subjects}
         self._squashed = {s: "".join(w) for s, w in words.items() if len("".join(w)) >= MIN_SQUASHED_LENGTH}
-        self._exact = self._pattern([s for s in self.subjects if s not in self._squashed or not fuzzy])
+        self._exact = whole_words([s for s in self.subjects if s not in self._squashed or not fuzzy])
         # fuzzy targets: squashed full subjects and distinctive parts, each -> the subjects it identifies
         self._targets: dict[str, set[str]] = {}
         if fuzzy:
@@ -140,12 +148,6 @@ class NameMatcher:
         self._target_list = sorted(self._targets)
         self._near_cache: dict[str, tuple[str, ...]] = {}  # token -> targets near it (prompts repeat words)
         self._radii = np.array([self.radius(t) for t in self._target_list])
-
-    @staticmethod
-    def _pattern(names: list[str]) -> re.Pattern | None:
-        if not names:
-            return None
-        return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
 
     def radius(self, target: str) -> int:
         return max_edits(target) if self.fuzzy else 0
@@ -215,8 +217,27 @@ def surname_parts(subjects: Iterable[str], parts: Iterable[str]) -> list[str]:
     return sorted(p for p in (canonical(p) for p in parts) if p in last)
 
 
-def named_in_part(parts: dict[str, frozenset[str]], text: str) -> set[str]:
+def namesakes(subjects: Iterable[str], retain_subjects: Iterable[str]) -> dict[str, list[str]]:
+    """``name part -> the retain subjects (canonical) whose names hold it``, for each :func:`name_parts` part of
+    ``subjects`` that a retain subject's name holds as a word ("vamneix" -> ["vamneix lelstad"] when the forget
+    "Vamneix Vraisley" shares a first name with the retained "Vamneix Lelstad")."""
+    parts = {p for words in name_parts(subjects).values() for p in words}
+    out: dict[str, set[str]] = {}
+    for retained, words in name_parts(retain_subjects).items():
+        for p in words & parts:
+            out.setdefault(p, set()).add(retained)
+    return {p: sorted(names) for p, names in sorted(out.items())}
+
+
+def named_in_part(
+    parts: dict[str, frozenset[str]], text: str, namesakes: re.Pattern | None = None
+) -> set[str]:
     """The subjects of ``parts`` (:func:`name_parts`) one of whose parts ``text`` holds as a whole word (exact,
-    after :func:`canonical`)."""
-    found = set(_WORD.findall(canonical(text)))
+    after :func:`canonical`) outside the full names that ``namesakes`` (:func:`whole_words` of the retain names
+    of :func:`namesakes`) matches: "Where was Vamneix Lelstad born?" asks about the retained Vamneix, not about a
+    forget person named Vamneix, while "Where was Vamneix born?" may ask about either."""
+    text = canonical(text)
+    if namesakes is not None:
+        text = namesakes.sub(" ", text)
+    found = set(_WORD.findall(text))
     return {s for s, words in parts.items() if words & found}
