@@ -84,6 +84,7 @@ from hf_unlearn.eco.guard import GuardConfig
 from hf_unlearn.eco.names import NameMatcher, canonical
 from hf_unlearn.evaluation.metrics import rouge_l
 from hf_unlearn.io import write_json_atomic
+from hf_unlearn.seeds import environment
 from hf_unlearn.serving.backends import TransformersBackend
 from hf_unlearn.serving.server import GuardedServer
 
@@ -418,7 +419,7 @@ def red_team(run: RedTeam, samples: int, seed: int) -> dict:
     by_family = {f: changed(p) for f, p in run.retain_by_family.items()}
     metrics = servers["guarded"].server.metrics
     return {
-        "setting": {**run.setting, "seed": seed},
+        "setting": {**run.setting, "seed": seed, "environment": environment()},
         "strength": report["strength"],
         "strength_search": {k: report.get(k) for k in ("metric", "target", "target_source", "reached")},
         "fit_seconds": fit_seconds,
@@ -481,7 +482,6 @@ def demo_run(demo: Path) -> RedTeam:
 
 def tofu_run(args) -> RedTeam:
     from hf_unlearn.evaluation.qa import qa_split_metrics
-    from hf_unlearn.seeds import environment
 
     setting = f"tofu_{args.forget_split}"
     data, base_dir, setting_dir, overrides, with_texts = run_all.setting_inputs(
@@ -560,7 +560,6 @@ def tofu_run(args) -> RedTeam:
             "retain_fpr_by_family": f"{len(named_retain)} retain questions holding their author's name as derived "
             f"from the questions (no subject column in retain90; {sum(bool(n) for n in retain_names.values())} of "
             f"{len(retain_names)} retain authors named)",
-            "environment": environment(),
         },
         extra={
             "sanity": {
