@@ -33,9 +33,14 @@ PAIRS = {
 # 0.875 there), UNDIAL (12 steps) 0.06 / 1.0 (seed 0). LoRA runs use 36 steps and lr 2e-2 for RMU.
 REPRESENTATION = {
     "rmu": dict(learning_rate=1e-2, retain_weight=10.0, max_steps=36),
-    "undial": dict(learning_rate=3e-3, regularizer="gdr", retain_weight=5.0),
+    # UNDIAL full: 3e-3 x 12 steps sat on a knife-edge (on an AVX2 CPU its last step spiked the retain loss and
+    # retain EM fell to 0.875 against a floor of 0.9); 1e-3 x 24 steps forgets every answer and keeps retain at 1.0
+    "undial": dict(learning_rate=1e-3, regularizer="gdr", retain_weight=5.0, max_steps=24),
 }
-LORA = {"rmu": dict(lora_r=8, max_steps=36, learning_rate=2e-2), "undial": dict(lora_r=8, max_steps=36)}
+LORA = {
+    "rmu": dict(lora_r=8, max_steps=36, learning_rate=2e-2),
+    "undial": dict(lora_r=8, max_steps=36, learning_rate=3e-3),
+}
 
 
 REG_LR, REG_STEPS = 3e-3, 12
