@@ -30,11 +30,10 @@ PAIRS = {
 }
 # RMU (its embed retain term, weight 10) and UNDIAL (+GDR) as calibrated on the memorised fixture, forget / retain EM
 # from 1.0 / 1.0: RMU (36 steps) 0.25 / 1.0 (seed 0) and 0.25 / 0.99 (seed 1; at lr 2e-2 for 24 steps retain fell to
-# 0.875 there), UNDIAL (12 steps) 0.06 / 1.0 (seed 0). LoRA runs use 36 steps and lr 2e-2 for RMU.
+# 0.875 there), UNDIAL (lr 1e-3, 24 steps) 0.0 / 1.0 (seed 0, AVX2 CPU; at 3e-3 for 12 steps its last step spiked
+# the retain loss there and retain fell to 0.875). LoRA runs use 36 steps, lr 2e-2 for RMU and 3e-3 for UNDIAL.
 REPRESENTATION = {
     "rmu": dict(learning_rate=1e-2, retain_weight=10.0, max_steps=36),
-    # UNDIAL full: 3e-3 x 12 steps sat on a knife-edge (on an AVX2 CPU its last step spiked the retain loss and
-    # retain EM fell to 0.875 against a floor of 0.9); 1e-3 x 24 steps forgets every answer and keeps retain at 1.0
     "undial": dict(learning_rate=1e-3, regularizer="gdr", retain_weight=5.0, max_steps=24),
 }
 LORA = {
