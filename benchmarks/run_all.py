@@ -14,7 +14,9 @@ wall time divided by the gold model's training time is its *cost relative to ret
 Every setting runs once per ``--seeds`` (default 0 1 2; the seed changes the data order and initialisation, and
 on the embedded default the forget/retain split of people) and its JSON holds, per model, ``<metric>_mean``,
 ``<metric>_sd``, ``n_seeds`` and the per-seed values (:func:`hf_unlearn.seeds.aggregate_results`); the table
-prints mean ± sd.
+prints mean ± sd. A finished seed is kept in ``<out>/per_seed/<setting>-s<seed>.json`` and reused by a rerun with
+the same configuration, so seeds can run in separate sessions or processes (``--seeds 1``) and a final run over
+all seeds aggregates them without training anything.
 
 TOFU (``--tofu_dir``, default ``../shared/data/tofu`` beside the checkout) is read by path. Each TOFU author
 owns 20 consecutive rows of ``retain90 + forget10``; the last ``--tofu_holdout_authors`` authors of retain90 are
@@ -402,6 +404,12 @@ def pareto_plot(all_results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def tofu_pool(settings: list[str]) -> str | None:
+    """The TOFU forget split whose full model every TOFU setting in ``settings`` shares (the largest)."""
+    tofu = [s.removeprefix("tofu_") for s in settings if s.startswith("tofu_")]
+    return max(tofu) if tofu else None
+
+
 def setting_inputs(
     setting: str,
     work: Path,
@@ -427,7 +435,7 @@ def setting_inputs(
         return data, base_dir, base_dir, {**quiet, **epochs}, True
     if setting.startswith("tofu_"):
         split = setting.removeprefix("tofu_")
-        pool = max(s for s in settings if s.startswith("tofu_")).removeprefix("tofu_")
+        pool = tofu_pool(settings)
         data = tofu_splits(tofu_dir, split, tofu_holdout_authors, tofu_retain_authors, pool)
         retain_tag = "all" if tofu_retain_authors is None else tofu_retain_authors
         base_dir = work / f"tofu-{pool}-h{tofu_holdout_authors}-r{retain_tag}-e{tofu_epochs}-s{seed}"
@@ -457,7 +465,12 @@ def run_all(
     ``tofu_holdout_authors``, ``tofu_retain_authors``, ``tofu_epochs``).
 
     Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
-    data sizes, epoch bound and seed, so changing those trains new ones.
+    data sizes, epoch bound and seed, so changing those trains new ones. Each finished seed of a setting is
+    written to ``out/per_seed/<setting>-s<seed>.json`` (its results, the machine it ran on and the run's
+    configuration: methods, modes, evaluator, sizes, evaluation rows, row overrides); a later run with the same
+    configuration reuses it instead of running the seed again, so a long benchmark can be finished seed by seed,
+    in several sessions or in parallel processes (one ``--seeds`` value each, then one run over all seeds to
+    aggregate).
     """
     start = time.perf_counter()
     if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
@@ -468,31 +481,44 @@ def run_all(
     for setting in settings:
         per_seed = []
         for seed in seeds:
-            data, base_dir, setting_dir, overrides, with_texts = setting_inputs(
+            config = {
+                "methods": sorted(methods), "modes": sorted(modes), "evaluator": evaluator, "lora_r": lora_r,
+                "eval_rows": eval_rows, "overrides": row_overrides(setting, tuning_file),
+                "sizes": {**sizes, "pool": tofu_pool(settings) if setting.startswith("tofu_") else None},
+            }  # fmt: skip
+            seed_file = out / "per_seed" / f"{setting}-s{seed}.json"
+            finished = read_json(seed_file) if seed_file.exists() else None
+            if finished and finished["config"] == config:
+                logger.info("%s seed %d: reusing the finished run in %s", setting, seed, seed_file)
+                per_seed.append(finished["results"])
+                continue
+            data, base_dir, setting_dir, base_overrides, with_texts = setting_inputs(
                 setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
             )
-            per_seed.append(
-                run_setting(
-                    setting,
-                    data,
-                    base_dir,
-                    setting_dir,
-                    methods=methods,
-                    modes=modes,
-                    seed=seed,
-                    evaluator=evaluator,
-                    eval_rows=eval_rows,
-                    base_overrides=overrides,
-                    with_texts=with_texts,
-                    lora_r=lora_r,
-                    overrides=row_overrides(setting, tuning_file),
-                )
+            results = run_setting(
+                setting,
+                data,
+                base_dir,
+                setting_dir,
+                methods=methods,
+                modes=modes,
+                seed=seed,
+                evaluator=evaluator,
+                eval_rows=eval_rows,
+                base_overrides=base_overrides,
+                with_texts=with_texts,
+                lora_r=lora_r,
+                overrides=config["overrides"],
             )
+            results["environment"] = environment()
+            write_json_atomic(seed_file, {"config": config, "results": results})
+            per_seed.append(results)
         first = per_seed[0]
         res = {
             **{k: first[k] for k in ("setting", "sizes", "eval_rows", "utility_sets", "evaluator")},
             **aggregate_results(per_seed, seeds),
-            "environment": environment(),
+            # the machine of each seed (a finished seed is reused from out/per_seed/, maybe from another machine)
+            "environment": {str(seed): r["environment"] for seed, r in zip(seeds, per_seed)},
         }
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)

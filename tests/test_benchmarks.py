@@ -110,16 +110,15 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(demo, "DEMO_METHODS", registry)  # only these two, whatever is registered on main
     run_all = load_run_all()
     out = tmp_path / "results"
-    code = run_all.main(
-        ["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--people", "10", "--holdout", "2",
-         "--base-epochs", "2", "--tofu-holdout-authors", "1", "--tofu-retain-authors", "1", "--tofu-epochs", "1",
-         "--eval-rows", "6", "--modes", "full", "lora", "--evaluator", "test_benchmarks:qa_scores",
-         "--seeds", "0", "1"]
-    )  # fmt: skip
+    args = ["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--people", "10", "--holdout", "2",
+            "--base-epochs", "2", "--tofu-holdout-authors", "1", "--tofu-retain-authors", "1", "--tofu-epochs", "1",
+            "--eval-rows", "6", "--modes", "full", "lora", "--evaluator", "test_benchmarks:qa_scores",
+            "--seeds", "0", "1"]  # fmt: skip
+    code = run_all.main(args)
     assert code == 1  # the broken method is reported, the others still ran
     for setting in ("default", "tofu_forget01"):
         res = json.loads((out / f"{setting}.json").read_text())
-        assert res["seeds"] == [0, 1] and res["environment"]["versions"]["torch"]
+        assert res["seeds"] == [0, 1] and res["environment"]["1"]["versions"]["torch"]
         assert set(res["methods"]) == {"retain_ft", "retain_ft/lora", "broken"}
         assert res["methods"]["broken"]["n_seeds"] == 0
         assert res["methods"]["broken"]["errors"] == ["RuntimeError: this method always fails"] * 2
@@ -150,6 +149,16 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     assert "| retain_ft/lora | " in table and " ± " in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| gold (retrained) |" in capsys.readouterr().out
+
+    # a rerun reuses every finished seed (nothing is trained or scored again) and aggregates the same numbers
+    first = json.loads((out / "default.json").read_text())
+    monkeypatch.setattr(run_all, "run_setting", lambda *a, **k: pytest.fail("a finished seed ran again"))
+    assert run_all.main(args) == 1
+    assert json.loads((out / "default.json").read_text())["methods"] == first["methods"]
+    # another configuration (here the evaluation rows) runs the seed again
+    assert (out / "per_seed" / "default-s0.json").exists()
+    with pytest.raises(pytest.fail.Exception, match="ran again"):
+        run_all.main([*args[:-3], "--eval-rows", "5", *args[-3:]])
 
 
 def test_missing_tofu_files_stop_the_run_before_any_training(tmp_path):
