@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 from pathlib import Path
 
 from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.seeds import mean_sd_text
 
 RESULTS = Path(__file__).parent / "results" / "whp_ablation.json"
 ARMS: dict[str, dict] = {
@@ -47,24 +47,15 @@ def scores(model, tokenizer, data) -> dict[str, float]:
     }
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarise(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """``<metric>_mean`` / ``<metric>_sd`` per arm (and for the full model) over the seeds that finished it."""
-    out = {}
-    for arm in ["full", *ARMS]:
-        rows = [seed_runs[arm] for seed_runs in runs.values() if arm in seed_runs]
-        if not rows:
-            continue
-        out[arm] = {"n_seeds": len(rows)}
-        for metric in METRICS:
-            values = [row[metric] for row in rows if row.get(metric) is not None]
-            if values:
-                out[arm][f"{metric}_mean"], out[arm][f"{metric}_sd"] = mean_sd(values)
-    return out
+    """Per arm (and the full model), :func:`hf_unlearn.seeds.aggregate_rows` of its rows over the seeds that
+    finished it: ``<metric>_mean`` / ``<metric>_sd`` and ``n_seeds``."""
+    from hf_unlearn.seeds import aggregate_rows
+
+    rows = {
+        arm: [seed_runs[arm] for seed_runs in runs.values() if arm in seed_runs] for arm in ["full", *ARMS]
+    }
+    return {arm: aggregate_rows(arm_rows) for arm, arm_rows in rows.items() if arm_rows}
 
 
 def run_seed(seed: int, people: int, work: Path, runs: dict, save) -> None:
@@ -74,6 +65,9 @@ def run_seed(seed: int, people: int, work: Path, runs: dict, save) -> None:
     from hf_unlearn.demo.pipeline import build_tokenizer, train_or_reuse
     from hf_unlearn.models import load_model_and_tokenizer
 
+    from hf_unlearn.seeds import environment
+
+    runs.setdefault("environment", environment())  # the machine this seed's arms ran on
     data = synthetic_splits(n_people=people, n_holdout=max(4, people // 10), forget_pct=10, seed=seed)
     tokenizer = build_tokenizer(data, work / f"seed{seed}" / "tokenizer")
     full_dir = work / f"seed{seed}" / "full"
@@ -124,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         run_seed(seed, args.people, args.work, runs.setdefault(str(seed), {}), save)
     save()
     for arm, row in summarise(runs).items():
-        cells = [
-            f"{m} {row[m + '_mean']:.3f} ± {row[m + '_sd']:.3f}" for m in METRICS[:4] if m + "_mean" in row
-        ]
+        cells = [f"{m} {mean_sd_text(row, m)}" for m in METRICS if m + "_mean" in row]
         print(f"{arm:16s} n={row['n_seeds']}  " + "  ".join(cells))
     return 0
 
