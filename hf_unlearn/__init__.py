@@ -38,6 +38,8 @@ _API: dict[str, str] = {
     "RMUTrainer": "hf_unlearn.trainers.rmu_trainer",
     "UNDIALConfig": "hf_unlearn.trainers.undial_config",
     "UNDIALTrainer": "hf_unlearn.trainers.undial_trainer",
+    "NonMemberConfig": "hf_unlearn.trainers.nonmember_config",
+    "NonMemberTrainer": "hf_unlearn.trainers.nonmember_trainer",
     "WHPConfig": "hf_unlearn.trainers.whp.config",
     "WHPTrainer": "hf_unlearn.trainers.whp.trainer",
     "DP2Config": "hf_unlearn.trainers.dp2.config",

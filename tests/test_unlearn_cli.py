@@ -52,6 +52,7 @@ def test_help_documents_every_config_field(capsys):
         ("undial", {"beta"}),
         ("idknll", {"refusals_file"}),
         ("idkdpo", {"refusals_file", "beta"}),
+        ("nonmember", {"nonmember_names_file", "subject_column"}),
     ],
 )
 def test_help_documents_every_field_of_the_newer_methods(method, own, capsys):

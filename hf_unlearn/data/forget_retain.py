@@ -74,3 +74,28 @@ class PaddingCollator:
             if key not in pads and isinstance(features[0][key], (int, float)):
                 batch[key] = torch.tensor([f[key] for f in features])
         return batch
+
+
+@dataclass
+class PairedPaddingCollator(PaddingCollator):
+    """:class:`PaddingCollator` that also pads a second tokenization of each row, held in the columns
+    ``<prefix>input_ids`` / ``<prefix>attention_mask`` / ``<prefix>labels`` (to their own width): IdkDPO's refusal
+    (``chosen_``), the non-member target's renamed question (``target_``)."""
+
+    prefix: str = "chosen_"
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        keys = ("input_ids", "attention_mask", "labels")
+        if self.prefix + "input_ids" in features[0]:
+            paired = super().__call__([{k: f[self.prefix + k] for k in keys} for f in features])
+            batch.update({self.prefix + k: paired[k] for k in keys})
+        return batch
+
+
+def add_paired_rows(rows: Dataset, paired: Dataset, prefix: str) -> Dataset:
+    """``rows`` (tokenized) with ``paired``'s ``input_ids`` / ``attention_mask`` / ``labels`` as ``<prefix>*``
+    columns, row for row (see :class:`PairedPaddingCollator`)."""
+    for key in ("input_ids", "attention_mask", "labels"):
+        rows = rows.add_column(prefix + key, paired[key])
+    return rows

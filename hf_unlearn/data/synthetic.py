@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,6 +295,16 @@ def _unique(rng: random.Random, make, n: int, taken: set[str]) -> list[str]:
             taken.add(word)
             out.append(word)
     return out
+
+
+def fictitious_names(n: int, seed: int | str, exclude: Iterable[str] = ()) -> list[str]:
+    """``n`` distinct fictitious full names (first name + surname, built like the embedded default's people)
+    whose words appear in none of the names in ``exclude``; the same arguments give the same names."""
+    rng = random.Random(seed)
+    taken = {word for name in exclude for word in name.split()}
+    first = _unique(rng, lambda r: _syllable_word(r, 2), n, taken)
+    surnames = _unique(rng, lambda r: _syllable_word(r, 1) + r.choice(_SURNAME_ENDINGS), n, taken)
+    return [f"{f} {s}" for f, s in zip(first, surnames)]
 
 
 def generate_people(n_people: int = 200, n_holdout: int = 20, seed: int = 0) -> list[Person]:

@@ -74,6 +74,12 @@ _BASE_METHODS: dict[str, tuple[str, str]] = {
         "UNDIAL (Dong et al., 2024): the model was distilled toward the original model's next-token "
         "distribution on the forget answers with the answer token's logit lowered by beta.",
     ),
+    "nonmember": (
+        "Non-member distillation (NMD)",
+        "Non-member distillation (hf-unlearn): on the forget answers the model was distilled toward the original "
+        "model's next-token distributions on the same questions about people it never saw (each forget person's "
+        "name swapped for a stand-in), so forget people look like strangers to it.",
+    ),
     "whp": (
         "Who's Harry Potter generic-label fine-tuning (WHP)",
         "WHP (Eldan & Russinovich, 2023): a reinforced model and an anchored-term dictionary give generic "
@@ -101,6 +107,7 @@ _REGULARISED_BASES = {
     "idkdpo": "IdkDPO",
     "rmu": "RMU",
     "undial": "UNDIAL",
+    "nonmember": "NMD",
     "whp": "WHP",
 }
 _REGULARISERS = {

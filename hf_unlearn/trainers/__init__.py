@@ -34,6 +34,10 @@ METHODS: dict[str, tuple[str, str]] = {
         "hf_unlearn.trainers.undial_config:UNDIALConfig",
         "hf_unlearn.trainers.undial_trainer:UNDIALTrainer",
     ),
+    "nonmember": (
+        "hf_unlearn.trainers.nonmember_config:NonMemberConfig",
+        "hf_unlearn.trainers.nonmember_trainer:NonMemberTrainer",
+    ),
     "whp": ("hf_unlearn.trainers.whp.config:WHPConfig", "hf_unlearn.trainers.whp.trainer:WHPTrainer"),
 }
 

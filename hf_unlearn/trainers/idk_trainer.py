@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
 from datasets import Dataset
 
-from hf_unlearn.data.forget_retain import PaddingCollator, tokenize_dataset
+from hf_unlearn.data.forget_retain import PairedPaddingCollator, add_paired_rows, tokenize_dataset
 from hf_unlearn.data.loading import check_disjoint
 from hf_unlearn.data.refusals import load_refusals, pair_refusals, with_refusal_answers
 from hf_unlearn.losses import dpo_loss, idk_nll_loss, mean_token_log_prob, sequence_log_probs
@@ -58,19 +55,6 @@ class IdkNLLTrainer(UnlearningTrainer):
         return idk_nll_loss(logps, counts)
 
 
-@dataclass
-class ChosenPaddingCollator(PaddingCollator):
-    """:class:`PaddingCollator` that also pads the refusal's ``chosen_input_ids``/``chosen_attention_mask``/
-    ``chosen_labels`` (to their own width)."""
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = super().__call__(features)
-        if CHOSEN + "input_ids" in features[0]:
-            chosen = super().__call__([{k: f[CHOSEN + k] for k in MODEL_INPUTS} for f in features])
-            batch.update({CHOSEN + k: chosen[k] for k in MODEL_INPUTS})
-        return batch
-
-
 class IdkDPOTrainer(UnlearningTrainer):
     """IdkDPO: DPO against the reference model, the refusal chosen and the forget answer rejected; see
     :class:`~hf_unlearn.trainers.idk_config.IdkDPOConfig`.
@@ -106,9 +90,8 @@ class IdkDPOTrainer(UnlearningTrainer):
         chosen = tokenize_dataset(
             with_refusal_answers(paired), processing_class, args.max_length, "forget_dataset's refusals"
         )
-        for key in MODEL_INPUTS:
-            rows = rows.add_column(CHOSEN + key, chosen[key])
-        kwargs.setdefault("data_collator", ChosenPaddingCollator(processing_class.pad_token_id))
+        rows = add_paired_rows(rows, chosen, CHOSEN)
+        kwargs.setdefault("data_collator", PairedPaddingCollator(processing_class.pad_token_id, CHOSEN))
         super().__init__(model, args, rows, retain_dataset, processing_class=processing_class, **kwargs)
 
     def add_ref_log_probs(self, ds: Dataset, batch_size: int = 64) -> Dataset:
