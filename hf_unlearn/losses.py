@@ -189,44 +189,26 @@ def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tens
         labels: ``(B, T)`` with ``-100`` where the position does not count.
     """
     mask = labels[:, 1:] != IGNORE_INDEX  # (B, T-1)
-    kl = _kl(ref_logits[:, :-1, :], logits[:, :-1, :])  # (B, T-1)
+    logp = logits[:, :-1, :].float().log_softmax(-1)  # (B, T-1, V)
+    ref_logp = ref_logits[:, :-1, :].float().log_softmax(-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # (B, T-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _kl(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``KL(softmax(target_logits) || softmax(logits))`` over the last dimension, in fp32."""
-    logp, target_logp = logits.float().log_softmax(-1), target_logits.float().log_softmax(-1)
-    return (target_logp.exp() * (target_logp - logp)).sum(-1)
-
-
 def nonmember_kl(
-    logits: torch.Tensor, labels: torch.Tensor, target_logits: torch.Tensor, target_labels: torch.Tensor
+    logits: torch.Tensor, target_logits: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Non-member distillation: ``KL(p_target || p_model)`` of the next-token distributions at the answer tokens,
-    averaged over them, where the target is the reference model on the *same answer* after a prompt about a
-    person it never saw (see :class:`~hf_unlearn.trainers.nonmember_config.NonMemberConfig`).
-
-    The two batches hold the same answers after different prompts, so the ``k``-th labelled position of row
-    ``b`` in ``labels`` is aligned with the ``k``-th labelled position of row ``b`` in ``target_labels``.
+    """Non-member distillation: ``KL(p_target || p_model)`` of the next-token distributions at every position
+    that predicts a real token, averaged over them. ``logits`` are the model's on a forget row, ``target_logits``
+    the reference model's on the same row with the person renamed to a stranger (the same length, token for
+    token; see :class:`~hf_unlearn.trainers.nonmember_config.NonMemberConfig`).
 
     Args:
-        logits: ``(B, T, V)`` outputs of the model being unlearned on the forget rows.
-        labels: ``(B, T)`` their labels (``-100`` outside the answers).
-        target_logits: ``(B, T', V)`` reference outputs on the rows with the subject swapped.
-        target_labels: ``(B, T')`` their labels.
-
-    Raises:
-        ValueError: a row has a different number of answer tokens in the two batches.
+        logits: ``(B, T, V)`` outputs of the model being unlearned.
+        target_logits: ``(B, T, V)`` reference outputs on the renamed rows.
+        attention_mask: ``(B, T)``, 1 at real tokens (the same in both rows), 0 at padding.
     """
-    mask, target_mask = labels[:, 1:] != IGNORE_INDEX, target_labels[:, 1:] != IGNORE_INDEX
-    counts, target_counts = mask.sum(-1), target_mask.sum(-1)
-    if not torch.equal(counts, target_counts):
-        raise ValueError(
-            f"nonmember_kl needs the same answer tokens in both batches; got {counts.tolist()} and "
-            f"{target_counts.tolist()} per row (a truncated row? raise max_length)."
-        )
-    kl = _kl(target_logits[:, :-1, :][target_mask], logits[:, :-1, :][mask])  # (N,)
-    return kl.mean() if kl.numel() else logits.sum() * 0.0
+    return retain_kl(logits, target_logits, attention_mask.masked_fill(attention_mask == 0, IGNORE_INDEX))
 
 
 def whp_generic_logits(

@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
-from datasets import Dataset
 
-from hf_unlearn.data.nonmembers import load_names, swap_subjects
+from hf_unlearn.data.nonmembers import choose_stand_ins, load_names, renamed
 from hf_unlearn.data.synthetic import fictitious_names
 from hf_unlearn.evaluation.qa import exact_match
-from hf_unlearn.losses import nonmember_kl
+from hf_unlearn.losses import nonmember_kl, sequence_log_probs
 from hf_unlearn.models import load_model_and_tokenizer
 from hf_unlearn.trainers import resolve_method
 from hf_unlearn.trainers.nonmember_config import NonMemberConfig
@@ -20,54 +19,59 @@ from hf_unlearn.trainers.nonmember_trainer import TARGET, NonMemberTrainer
 IGNORE = -100
 
 
-def test_nonmember_kl_aligns_the_answer_tokens_of_two_prompts_and_equals_the_hand_computed_kl():
-    """Row 0's one answer token sits at position 2 of the forget row and at position 3 of the renamed one; the
-    KL is taken between those two positions' distributions, not position by position."""
+def test_nonmember_kl_is_the_hand_computed_kl_at_every_real_position():
+    """Position 0 of row 0 predicts (0.5, 0.5) against the target's (0.8, 0.2); every other real position already
+    matches the target; padding (row 0's last token) does not count: the mean over the 3 counted positions."""
     v = 2
-    logits = torch.zeros(1, 3, v)  # the model predicts (0.5, 0.5) everywhere
-    labels = torch.tensor([[IGNORE, IGNORE, 1]])  # token 2 is the answer: predicted by position 1
-    target_logits = torch.zeros(1, 4, v)
-    target_logits[0, 2] = torch.tensor([math.log(0.8), math.log(0.2)])  # position 2 predicts the answer token
-    target_labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 1]])
-    expected = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
-    assert nonmember_kl(logits, labels, target_logits, target_labels).item() == pytest.approx(
-        expected, rel=1e-6
-    )
-    # the model already at the target: 0; the target's other positions do not count
-    aligned = target_logits[:, 1:, :]
-    assert nonmember_kl(aligned, labels, target_logits, target_labels).item() == pytest.approx(0.0, abs=1e-7)
-    with pytest.raises(ValueError, match=r"same answer tokens in both batches; got \[1\] and \[2\]"):
-        nonmember_kl(logits, labels, target_logits, torch.tensor([[IGNORE, IGNORE, 1, 1]]))
+    target = torch.zeros(2, 3, v)
+    target[0, 0] = torch.tensor([math.log(0.8), math.log(0.2)])
+    logits = target.clone()
+    logits[0, 0] = 0.0
+    logits[0, 1] = torch.tensor([5.0, -5.0])  # predicts the padded position: ignored
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    kl = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
+    assert nonmember_kl(logits, target, mask).item() == pytest.approx(kl / 3, rel=1e-6)
+    assert nonmember_kl(target, target, mask).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_each_forget_person_gets_one_stand_in_named_in_all_their_questions():
-    rows = Dataset.from_list(
-        [
-            {"question": "Where was Ana Lee born?", "answer": "Oslo", "subject": "Ana Lee"},
-            {"question": "What did Ana Lee write?", "answer": "Tides", "subject": "Ana Lee"},
-            {"question": "Who is Bo Kim's father?", "answer": "Jo Kim", "subject": "Bo Kim"},
-        ]
+def test_each_forget_person_gets_one_stand_in_that_keeps_every_row_token_for_token():
+    rows = [
+        {"question": "Where was Ana Lee born?", "answer": "Oslo", "subject": "Ana Lee"},
+        {"question": "What did Ana Lee write?", "answer": "Tides", "subject": "Ana Lee"},
+        {"text": "Bo Kim was born in Rome. Bo Kim writes.", "subject": "Bo Kim"},
+    ]
+    # a toy encoder: one token per word, every token labelled
+    encode = lambda r: {"labels": (r.get("question", "") + " " + r.get("answer", r.get("text", ""))).split()}  # noqa: E731
+    names = ["Zed Van Quon", "Mira Fask", "Tove Lund"]  # the three-word name never fits
+    chosen = choose_stand_ins(rows, names, encode, seed=3)
+    assert set(chosen) == {"Ana Lee", "Bo Kim"} and set(chosen.values()) == {"Mira Fask", "Tove Lund"}
+    assert chosen == choose_stand_ins(rows, names, encode, seed=3)  # seeded
+    other = renamed(rows[2], "Bo Kim", chosen["Bo Kim"])
+    assert other["text"] == f"{chosen['Bo Kim']} was born in Rome. {chosen['Bo Kim']} writes."
+    assert (
+        renamed({"question": "Is Bo Kimberly Bo Kim?"}, "Bo Kim", "X Y")["question"] == "Is Bo Kimberly X Y?"
     )
-    names = ["Zed Quon", "Mira Fask", "Tove Lund"]
-    renamed = swap_subjects(rows, names, seed=3)
-    first = renamed[0]["question"].removeprefix("Where was ").removesuffix(" born?")
-    assert first in names and renamed[1]["question"] == f"What did {first} write?"
-    assert renamed[2]["question"].endswith("'s father?") and "Bo Kim" not in renamed[2]["question"]
-    assert renamed["answer"] == rows["answer"] and renamed["subject"] == rows["subject"]
-    assert swap_subjects(rows, names, seed=3)["question"] == renamed["question"]  # seeded
-    with pytest.raises(
-        ValueError, match=r"2 distinct non-member names for 2 forget subjects|at least one name"
-    ):
-        swap_subjects(rows, ["Zed Quon"])
+    with pytest.raises(ValueError, match="None of the 2 non-member names keeps forget subject #1"):
+        choose_stand_ins(rows, ["Zed Van Quon", "Mira Fask"], encode)
     with pytest.raises(ValueError, match="include forget subjects"):
-        swap_subjects(rows, ["Ana Lee", "Zed Quon"])
-    unnamed = rows.map(lambda r, i: {"question": "Where was she born?"} if i == 1 else {}, with_indices=True)
+        choose_stand_ins(rows, ["Ana Lee", "Zed Quon"], encode)
+    unnamed = [rows[0], {**rows[1], "question": "What did she write?"}]
     with pytest.raises(
-        ValueError, match=r"1 forget question\(s\) do not name their 'subject' in full \(rows \[1\]\)"
+        ValueError, match=r"1 forget row\(s\) do not name their 'subject' in full .*\(rows \[1\]\)"
     ):
-        swap_subjects(unnamed, names)
-    with pytest.raises(ValueError, match=r"missing \['person'\]"):
-        swap_subjects(rows, names, column="person")
+        choose_stand_ins(unnamed, names, encode)
+    with pytest.raises(ValueError, match=r"need a 'person' column"):
+        choose_stand_ins(rows, names, encode, column="person")
+
+
+def answer_log_prob(model, batch, prefix=""):
+    """Mean per-token log-prob of the answers of a collated batch (its ``<prefix>*`` columns)."""
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch[prefix + "input_ids"], attention_mask=batch[prefix + "attention_mask"]
+        ).logits
+    logps, counts = sequence_log_probs(logits, batch[prefix + "labels"])
+    return (logps.sum() / counts.sum()).item()
 
 
 def test_fictitious_names_are_seeded_and_share_no_word_with_known_people(tmp_path):
@@ -86,39 +90,47 @@ def test_fictitious_names_are_seeded_and_share_no_word_with_known_people(tmp_pat
 def test_nonmember_distillation_forgets_toward_strangers_and_keeps_retain(
     memorised_model_dir, small_splits, tmp_path
 ):
-    """The forget answers go (EM down by >= 0.4) to about the level at which the original model gives them when
-    asked about strangers (within 0.2; 0.31 against 0.375 when calibrated), the loss (the distance to that target)
-    falls by more than half, and retain EM stays within 0.1; the registry serves the pair under ``nonmember``."""
+    """QA rows and biographies: every renamed row keeps the original's length and label positions and names a
+    stranger instead; after training the forget answers are about as likely as the original model finds them for
+    the stand-ins (the per-token log-prob gap shrinks by > 70 %; 0.28 -> -0.04 nats when calibrated), exact match
+    drops by >= 0.3 (1.0 -> 0.62), the loss by > 85 %, and retain EM stays within 0.1."""
     assert resolve_method("nonmember") == (NonMemberConfig, NonMemberTrainer)
     model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
     args = NonMemberConfig(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=24, learning_rate=3e-3,
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=48, learning_rate=3e-3,
         use_cpu=True, disable_tqdm=True, logging_steps=2, seed=0, retain_weight=5.0,
     )  # fmt: skip
-    forget, retain = small_splits["forget"], small_splits["retain"]
+    forget, retain, texts = small_splits["forget"], small_splits["retain"], small_splits["forget_text"]
     trainer = NonMemberTrainer(
-        model, args, forget_dataset=forget, retain_dataset=retain, processing_class=tok
+        model,
+        args,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tok,
+        forget_text_dataset=texts,
     )
-    # every renamed question names someone other than the row's forget person
-    for i in range(len(forget)):
-        row, subject = trainer.train_dataset[i], forget[i]["subject"]
-        assert subject in tok.decode(row["input_ids"]) and subject not in tok.decode(
-            row[TARGET + "input_ids"]
-        )
-        assert [t for t in row["labels"] if t != -100] == [t for t in row[TARGET + "labels"] if t != -100]
+    assert len(trainer.train_dataset) == len(forget) + len(texts)
+    subjects = [*forget["subject"], *texts["subject"]]
+    for row, subject in zip(trainer.train_dataset, subjects):
+        ids, target = row["input_ids"], row[TARGET + "input_ids"]
+        assert len(ids) == len(target)
+        assert [t == -100 for t in row["labels"]] == [t == -100 for t in row[TARGET + "labels"]]
+        assert subject in tok.decode(ids) and subject not in tok.decode(target)
+        assert tok.decode(ids[-3:]) == tok.decode(target[-3:])  # the end of the answer / text is untouched
     before = exact_match(trainer.model, tok, forget), exact_match(trainer.model, tok, retain)
-    # how often the original model gives a forget answer when asked about a stranger: the level to reach
-    strangers = exact_match(
-        trainer.model,
-        tok,
-        swap_subjects(forget, fictitious_names(2, "nonmember-0", [*forget["subject"], *retain["subject"]])),
-    )
+    reference = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)[0]
+    qa = trainer.data_collator([trainer.train_dataset[i] for i in range(len(forget))])  # the QA rows
+    strangers = answer_log_prob(reference, qa, TARGET)  # the original model's answers about the stand-ins
+    gap_before = answer_log_prob(trainer.model, qa) - strangers
     trainer.train()
     after = exact_match(trainer.model, tok, forget), exact_match(trainer.model, tok, retain)
+    gap_after = answer_log_prob(trainer.model, qa) - strangers
     losses = [h["forget_loss"] for h in trainer.state.log_history if "forget_loss" in h]
-    assert after[0] <= before[0] - 0.4 and abs(after[0] - strangers) <= 0.2, (before, after, strangers)
+    assert after[0] <= before[0] - 0.3, (before, after)
     assert after[1] >= before[1] - 0.1, (before, after)
-    assert losses[-1] < 0.5 * losses[0], losses
+    # the forget answers are now about as likely as the original model finds them for strangers
+    assert gap_before > 0.1 and abs(gap_after) < 0.3 * gap_before, (gap_before, gap_after)
+    assert losses[-1] < 0.15 * losses[0], losses
 
 
 def test_nonmember_bad_inputs_say_how_to_fix(memorised_model_dir, small_splits, tmp_path):
@@ -131,11 +143,11 @@ def test_nonmember_bad_inputs_say_how_to_fix(memorised_model_dir, small_splits, 
             model, args, forget_dataset=forget, retain_dataset=retain, processing_class=tok
         )
 
-    with pytest.raises(ValueError, match=r"need a 'person' column naming each question's person"):
+    with pytest.raises(ValueError, match=r"need a 'person' column naming each row's person"):
         trainer(subject_column="person")
     names = tmp_path / "names.txt"
     names.write_text("Zed Quon\n")
-    with pytest.raises(ValueError, match=r"1 distinct non-member names for 2 forget subjects"):
+    with pytest.raises(ValueError, match=r"None of the 1 non-member names keeps forget subject #\d"):
         trainer(nonmember_names_file=str(names))
     with pytest.raises(TypeError, match="args must be a NonMemberConfig"):
         NonMemberTrainer(model, object(), forget_dataset=forget)  # type: ignore[arg-type]

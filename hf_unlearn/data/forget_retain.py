@@ -18,18 +18,24 @@ def tokenize_dataset(ds: Dataset, tokenizer, max_length: int = 256, origin: str 
     """
     kind = row_kind(ds, origin)
     keep = [c for c in ("subject",) if c in ds.column_names]
-
-    def encode(row):
-        if kind == "qa":
-            return tokenize_qa(tokenizer, row["question"], row["answer"], max_length)
-        ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id] + ids
-        ids = ids[:max_length]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
-
     drop = [c for c in ds.column_names if c not in keep]
-    return ds.map(encode, remove_columns=drop, desc=f"Tokenizing {origin}")
+    return ds.map(
+        lambda row: encode_row(row, kind, tokenizer, max_length),
+        remove_columns=drop,
+        desc=f"Tokenizing {origin}",
+    )
+
+
+def encode_row(row: dict, kind: str, tokenizer, max_length: int = 256) -> dict[str, list[int]]:
+    """One row as :func:`tokenize_dataset` tokenizes it: a QA pair (``kind="qa"``, answer-only labels) or a text
+    (``"text"``: BOS + tokens, every token labelled, truncated to ``max_length``)."""
+    if kind == "qa":
+        return tokenize_qa(tokenizer, row["question"], row["answer"], max_length)
+    ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id] + ids
+    ids = ids[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
 
 
 def lm_dataset(

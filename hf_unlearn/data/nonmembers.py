@@ -1,18 +1,20 @@
-"""Non-member stand-ins for forget rows: each forget person's name swapped for a person the model never saw.
+"""Non-member stand-ins for forget rows: each forget person renamed to a person the model never saw.
 
-A retrained (gold) model answers a forget question the way it answers any question about a stranger. The
-non-member distillation method (:mod:`hf_unlearn.trainers.nonmember_trainer`) needs, for every forget row, the same
-question about a stranger: :func:`swap_subjects` renames each forget subject, wherever the question names it in
-full, to a name from a list of never-seen people (a user's file, or :func:`~hf_unlearn.data.synthetic.fictitious_names`).
+A retrained (gold) model treats a forgotten person as it treats any stranger: it never saw either. The non-member
+distillation method (:mod:`hf_unlearn.trainers.nonmember_trainer`) needs, for every forget row, the same row about
+a stranger, token for token: :func:`choose_stand_ins` gives each forget subject a never-seen name (from a user's
+file, or :func:`~hf_unlearn.data.synthetic.fictitious_names`) whose substitution keeps every one of the subject's
+rows the same number of tokens, with labels at the same positions, so the two rows align position by position.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from datasets import Dataset
+RENAMED_FIELDS = ("question", "answer", "text")
 
 
 def load_names(path: str | Path) -> list[str]:
@@ -27,41 +29,71 @@ def load_names(path: str | Path) -> list[str]:
     return names
 
 
-def swap_subjects(ds: Dataset, names: list[str], column: str = "subject", seed: int = 0) -> Dataset:
-    """``ds`` with every question's ``column`` value (a forget person's name), where it appears as whole words,
-    replaced by one of ``names``: each subject gets its own name (drawn with ``seed``), the same in all its rows.
-    Answers and the other columns are kept.
+def _pattern(subject: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(subject)}(?!\w)")
+
+
+def renamed(row: dict, subject: str, stand_in: str) -> dict:
+    """``row`` with every whole-word occurrence of ``subject`` in its question, answer or text replaced."""
+    pattern = _pattern(subject)
+    return {k: pattern.sub(stand_in, v) if k in RENAMED_FIELDS else v for k, v in row.items()}
+
+
+def choose_stand_ins(
+    rows: list[dict],
+    candidates: list[str],
+    encode: Callable[[dict], dict],
+    column: str = "subject",
+    seed: int = 0,
+) -> dict[str, str]:
+    """``forget subject -> stand-in``: for each subject (in order of first appearance) the first unused candidate,
+    in an order shuffled with ``seed``, for which every row of that subject encodes (``encode(row)``, e.g.
+    :func:`~hf_unlearn.data.forget_retain.encode_row`) to as many tokens as the renamed row, with labels at the
+    same positions.
 
     Raises:
-        ValueError: no ``column`` or ``question`` column; fewer ``names`` than distinct subjects, or a name that
-            is also a subject; a question that does not name its subject (its row numbers are given, not its text:
-            error messages end up in logs).
+        ValueError: a row lacks ``column``, or a question/text does not name its subject in full (row numbers are
+            given, not text: error messages end up in logs); a candidate is a forget subject; no candidate fits a
+            subject.
     """
-    missing = [c for c in (column, "question") if c not in ds.column_names]
-    if missing:
+    if any(column not in r for r in rows):
         raise ValueError(
-            f"The forget rows need a {column!r} column naming each question's person and a 'question' column; "
-            f"missing {missing} (columns: {ds.column_names}). Pass subject_column=<the column that names them>."
+            f"The forget rows need a {column!r} column naming each row's person (columns: {sorted(rows[0])}). "
+            "Pass subject_column=<the column that names them>."
         )
-    subjects = list(dict.fromkeys(ds[column]))
-    if set(names) & set(subjects):
+    subjects = list(dict.fromkeys(r[column] for r in rows))
+    if set(candidates) & set(subjects):
         raise ValueError(
             "The non-member names include forget subjects; list only people the model never saw."
         )
-    if len(set(names)) < len(subjects):
-        raise ValueError(
-            f"{len(set(names))} distinct non-member names for {len(subjects)} forget subjects; give at least one "
-            "name per subject."
-        )
-    mapping = dict(zip(subjects, random.Random(seed).sample(sorted(set(names)), len(subjects))))
-    patterns = {s: re.compile(rf"(?<!\w){re.escape(s)}(?!\w)") for s in subjects}
-    unnamed = [i for i, (q, s) in enumerate(zip(ds["question"], ds[column])) if not patterns[s].search(q)]
+    unnamed = [
+        i
+        for i, r in enumerate(rows)
+        if not _pattern(r[column]).search(r.get("question") or r.get("text") or "")
+    ]
     if unnamed:
         raise ValueError(
-            f"{len(unnamed)} forget question(s) do not name their {column!r} in full (rows {unnamed[:10]}); the "
-            "non-member target needs the person named in each question. Fix the column or leave those rows out."
+            f"{len(unnamed)} forget row(s) do not name their {column!r} in full in the question or text (rows "
+            f"{unnamed[:10]}); the non-member target needs the person named. Fix the column or leave them out."
         )
-    return ds.map(
-        lambda row: {"question": patterns[row[column]].sub(mapping[row[column]], row["question"])},
-        desc="Swapping forget subjects for non-members",
-    )
+    order = random.Random(seed).sample(list(dict.fromkeys(candidates)), len(set(candidates)))
+
+    def layout(row: dict) -> tuple[int, tuple[bool, ...]]:
+        labels = encode(row)["labels"]
+        return len(labels), tuple(t != -100 for t in labels)
+
+    chosen: dict[str, str] = {}
+    for subject in subjects:
+        own = [r for r in rows if r[column] == subject]
+        want = [layout(r) for r in own]
+        for name in order:
+            if name not in chosen.values() and [layout(renamed(r, subject, name)) for r in own] == want:
+                chosen[subject] = name
+                break
+        else:
+            raise ValueError(
+                f"None of the {len(order)} non-member names keeps forget subject #{subjects.index(subject)}'s rows "
+                "the same number of tokens once renamed; give more names (nonmember_names_file), of a length "
+                "similar to the forget people's."
+            )
+    return chosen

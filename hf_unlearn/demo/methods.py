@@ -41,6 +41,7 @@ DEMO_METHODS: dict[str, str] = {
     "idkdpo": "hf_unlearn.demo.methods:idkdpo",
     "rmu": "hf_unlearn.demo.methods:rmu",
     "undial": "hf_unlearn.demo.methods:undial",
+    "nonmember": "hf_unlearn.demo.methods:nonmember",
     "whp": "hf_unlearn.demo.methods:whp",
     "eco": "hf_unlearn.demo.methods:eco",
     "dp2": "hf_unlearn.demo.methods:dp2",
@@ -83,13 +84,22 @@ DEMO_SETTINGS: dict[str, tuple[str, dict]] = {
         "undial",
         {"regularizer": "gdr", "beta": 10.0, "learning_rate": 3e-3, "max_steps": 40, **_RETAIN},
     ),
+    # non-member distillation: chosen the same way on the 200 seed-7 people (docs/unlearning.md)
+    "nonmember": ("nonmember", {"regularizer": "gdr", "learning_rate": 3e-3, "max_steps": 40, **_RETAIN}),
 }
 
 
 def unlearn_demo_row(
-    name: str, full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int, **overrides
+    name: str,
+    full_model_dir: Path,
+    data: DatasetDict,
+    out_dir: Path,
+    seed: int,
+    trainer_inputs: dict | None = None,
+    **overrides,
 ) -> tuple:
-    """Run demo row ``name`` (a key of :data:`DEMO_SETTINGS`; ``overrides`` replace its settings)."""
+    """Run demo row ``name`` (a key of :data:`DEMO_SETTINGS`; ``overrides`` replace its settings, ``trainer_inputs``
+    are extra keyword arguments of its trainer, e.g. a ``forget_text_dataset``)."""
     import torch
 
     from hf_unlearn.models import load_model_and_tokenizer
@@ -108,7 +118,12 @@ def unlearn_demo_row(
     )
     start, cpu_start = time.perf_counter(), time.process_time()
     trainer = trainer_cls(
-        model, args, forget_dataset=data["forget"], retain_dataset=data["retain"], processing_class=tokenizer
+        model,
+        args,
+        forget_dataset=data["forget"],
+        retain_dataset=data["retain"],
+        processing_class=tokenizer,
+        **(trainer_inputs or {}),
     )
     result = trainer.train()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -133,6 +148,13 @@ idknll = partial(unlearn_demo_row, "idknll")
 idkdpo = partial(unlearn_demo_row, "idkdpo")
 rmu = partial(unlearn_demo_row, "rmu")
 undial = partial(unlearn_demo_row, "undial")
+
+
+def nonmember(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int, **overrides) -> tuple:
+    """Demo row ``nonmember``: non-member distillation of the forget QA rows and the forget people's biographies
+    (``data["forget_text"]``), retain QA rows held by GDR."""
+    inputs = {"forget_text_dataset": data["forget_text"]}
+    return unlearn_demo_row("nonmember", full_model_dir, data, out_dir, seed, inputs, **overrides)
 
 
 def whp(full_model_dir: Path, data: DatasetDict, out_dir: Path, seed: int, **overrides) -> tuple:
