@@ -189,26 +189,34 @@ def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tens
         labels: ``(B, T)`` with ``-100`` where the position does not count.
     """
     mask = labels[:, 1:] != IGNORE_INDEX  # (B, T-1)
-    logp = logits[:, :-1, :].float().log_softmax(-1)  # (B, T-1, V)
-    ref_logp = ref_logits[:, :-1, :].float().log_softmax(-1)
-    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # (B, T-1)
+    kl = _kl(ref_logits[:, :-1, :].float().log_softmax(-1), logits[:, :-1, :])  # (B, T-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 
+def _kl(target_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``KL(exp(target_logp) || softmax(logits))`` over the last dimension, in fp32."""
+    return (target_logp.exp() * (target_logp - logits.float().log_softmax(-1))).sum(-1)
+
+
 def nonmember_kl(
-    logits: torch.Tensor, target_logits: torch.Tensor, attention_mask: torch.Tensor
+    logits: torch.Tensor, target_logits: torch.Tensor, target_index: torch.Tensor
 ) -> torch.Tensor:
-    """Non-member distillation: ``KL(p_target || p_model)`` of the next-token distributions at every position
-    that predicts a real token, averaged over them. ``logits`` are the model's on a forget row, ``target_logits``
-    the reference model's on the same row with the person renamed to a stranger (the same length, token for
-    token; see :class:`~hf_unlearn.trainers.nonmember_config.NonMemberConfig`).
+    """Non-member distillation: ``KL(p_target || p_model)`` of the next-token distributions, averaged over the
+    counted positions. ``logits`` are the model's on a forget row, ``target_logits`` the reference model's on the
+    same row with the person renamed to a stranger, and position ``t`` of the row is compared with position
+    ``target_index[b, t]`` of the renamed row (:func:`~hf_unlearn.data.nonmembers.align_positions`; ``-1``: not
+    counted, e.g. padding and the last token, which predicts nothing). See
+    :class:`~hf_unlearn.trainers.nonmember_config.NonMemberConfig`.
 
     Args:
         logits: ``(B, T, V)`` outputs of the model being unlearned.
-        target_logits: ``(B, T, V)`` reference outputs on the renamed rows.
-        attention_mask: ``(B, T)``, 1 at real tokens (the same in both rows), 0 at padding.
+        target_logits: ``(B, T', V)`` reference outputs on the renamed rows.
+        target_index: ``(B, T)`` long, positions into ``T'`` or ``-1``.
     """
-    return retain_kl(logits, target_logits, attention_mask.masked_fill(attention_mask == 0, IGNORE_INDEX))
+    counted = target_index >= 0
+    index = target_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, target_logits.shape[-1])
+    kl = _kl(target_logits.float().log_softmax(-1).gather(1, index), logits)  # (B, T)
+    return (kl * counted).sum() / counted.sum().clamp(min=1)
 
 
 def whp_generic_logits(

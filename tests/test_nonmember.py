@@ -7,61 +7,74 @@ import math
 import pytest
 import torch
 
-from hf_unlearn.data.nonmembers import choose_stand_ins, load_names, renamed
+from hf_unlearn.data.nonmembers import align_positions, assign_stand_ins, load_names, renamed
 from hf_unlearn.data.synthetic import fictitious_names
 from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.losses import nonmember_kl, sequence_log_probs
 from hf_unlearn.models import load_model_and_tokenizer
 from hf_unlearn.trainers import resolve_method
 from hf_unlearn.trainers.nonmember_config import NonMemberConfig
-from hf_unlearn.trainers.nonmember_trainer import TARGET, NonMemberTrainer
+from hf_unlearn.trainers.nonmember_trainer import INDEX, TARGET, NonMemberTrainer
 
 IGNORE = -100
 
 
-def test_nonmember_kl_is_the_hand_computed_kl_at_every_real_position():
-    """Position 0 of row 0 predicts (0.5, 0.5) against the target's (0.8, 0.2); every other real position already
-    matches the target; padding (row 0's last token) does not count: the mean over the 3 counted positions."""
+def test_nonmember_kl_compares_each_position_with_its_aligned_renamed_position():
+    """Row position 1 is compared with renamed position 2 (a longer stand-in name before it): (0.5, 0.5) against
+    the target's (0.8, 0.2); position 0 matches its target exactly; -1 positions (padding, the last token) do not
+    count: the mean over the 2 counted positions."""
     v = 2
-    target = torch.zeros(2, 3, v)
-    target[0, 0] = torch.tensor([math.log(0.8), math.log(0.2)])
-    logits = target.clone()
-    logits[0, 0] = 0.0
-    logits[0, 1] = torch.tensor([5.0, -5.0])  # predicts the padded position: ignored
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    target = torch.zeros(1, 4, v)
+    target[0, 2] = torch.tensor([math.log(0.8), math.log(0.2)])
+    target[0, 0] = torch.tensor([1.0, -1.0])
+    logits = torch.zeros(1, 3, v)
+    logits[0, 0] = torch.tensor([1.0, -1.0])
+    logits[0, 2] = torch.tensor([5.0, -5.0])  # not counted
+    index = torch.tensor([[0, 2, -1]])
     kl = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
-    assert nonmember_kl(logits, target, mask).item() == pytest.approx(kl / 3, rel=1e-6)
-    assert nonmember_kl(target, target, mask).item() == pytest.approx(0.0, abs=1e-7)
+    assert nonmember_kl(logits, target, index).item() == pytest.approx(kl / 2, rel=1e-6)
+    aligned = target[:, [0, 2, 3], :]
+    assert nonmember_kl(aligned, target, index).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_each_forget_person_gets_one_stand_in_that_keeps_every_row_token_for_token():
+def test_renamed_rows_align_token_positions_outside_and_across_the_name():
+    # "Where was [An a Lee] born ?" -> "Where was [Zed Qu] born ?": 3 name tokens onto 2
+    original, renamed_ids = [1, 2, 10, 11, 12, 3, 4], [1, 2, 20, 21, 3, 4]
+    assert align_positions(original, renamed_ids) == [0, 1, 2, 2, 3, 4, 5]
+    assert align_positions([1, 10, 3], [1, 20, 21, 22, 3]) == [0, 3, 4]  # one name token: onto the last
+    assert align_positions([1, 2, 3], [1, 2, 3]) == [0, 1, 2]
+
+
+def test_each_forget_person_gets_one_stand_in_in_all_their_rows():
     rows = [
         {"question": "Where was Ana Lee born?", "answer": "Oslo", "subject": "Ana Lee"},
         {"question": "What did Ana Lee write?", "answer": "Tides", "subject": "Ana Lee"},
         {"text": "Bo Kim was born in Rome. Bo Kim writes.", "subject": "Bo Kim"},
     ]
-    # a toy encoder: one token per word, every token labelled
-    encode = lambda r: {"labels": (r.get("question", "") + " " + r.get("answer", r.get("text", ""))).split()}  # noqa: E731
-    names = ["Zed Van Quon", "Mira Fask", "Tove Lund"]  # the three-word name never fits
-    chosen = choose_stand_ins(rows, names, encode, seed=3)
-    assert set(chosen) == {"Ana Lee", "Bo Kim"} and set(chosen.values()) == {"Mira Fask", "Tove Lund"}
-    assert chosen == choose_stand_ins(rows, names, encode, seed=3)  # seeded
+    names = ["Zed Quon", "Mira Fask", "Tove Lund"]
+    chosen = assign_stand_ins(rows, names, seed=3)
+    assert (
+        set(chosen) == {"Ana Lee", "Bo Kim"}
+        and len(set(chosen.values())) == 2
+        and set(chosen.values()) < set(names)
+    )
+    assert chosen == assign_stand_ins(rows, names, seed=3)  # seeded
     other = renamed(rows[2], "Bo Kim", chosen["Bo Kim"])
     assert other["text"] == f"{chosen['Bo Kim']} was born in Rome. {chosen['Bo Kim']} writes."
     assert (
         renamed({"question": "Is Bo Kimberly Bo Kim?"}, "Bo Kim", "X Y")["question"] == "Is Bo Kimberly X Y?"
     )
-    with pytest.raises(ValueError, match="None of the 2 non-member names keeps forget subject #1"):
-        choose_stand_ins(rows, ["Zed Van Quon", "Mira Fask"], encode)
+    with pytest.raises(ValueError, match="1 distinct non-member names for 2 forget subjects"):
+        assign_stand_ins(rows, ["Zed Quon"])
     with pytest.raises(ValueError, match="include forget subjects"):
-        choose_stand_ins(rows, ["Ana Lee", "Zed Quon"], encode)
+        assign_stand_ins(rows, ["Ana Lee", "Zed Quon"])
     unnamed = [rows[0], {**rows[1], "question": "What did she write?"}]
     with pytest.raises(
         ValueError, match=r"1 forget row\(s\) do not name their 'subject' in full .*\(rows \[1\]\)"
     ):
-        choose_stand_ins(unnamed, names, encode)
+        assign_stand_ins(unnamed, names)
     with pytest.raises(ValueError, match=r"need a 'person' column"):
-        choose_stand_ins(rows, names, encode, column="person")
+        assign_stand_ins(rows, names, column="person")
 
 
 def answer_log_prob(model, batch, prefix=""):
@@ -92,8 +105,8 @@ def test_nonmember_distillation_forgets_toward_strangers_and_keeps_retain(
 ):
     """QA rows and biographies: every renamed row keeps the original's length and label positions and names a
     stranger instead; after training the forget answers are about as likely as the original model finds them for
-    the stand-ins (the per-token log-prob gap shrinks by > 70 %; 0.28 -> -0.04 nats when calibrated), exact match
-    drops by >= 0.3 (1.0 -> 0.62), the loss by > 85 %, and retain EM stays within 0.1."""
+    the stand-ins (the per-token log-prob gap shrinks by > 70 %; 0.73 -> 0.003 nats when calibrated), exact match
+    drops by >= 0.3 (1.0 -> 0.125), the loss by > 85 %, and retain EM stays within 0.1."""
     assert resolve_method("nonmember") == (NonMemberConfig, NonMemberTrainer)
     model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
     args = NonMemberConfig(
@@ -112,11 +125,10 @@ def test_nonmember_distillation_forgets_toward_strangers_and_keeps_retain(
     assert len(trainer.train_dataset) == len(forget) + len(texts)
     subjects = [*forget["subject"], *texts["subject"]]
     for row, subject in zip(trainer.train_dataset, subjects):
-        ids, target = row["input_ids"], row[TARGET + "input_ids"]
-        assert len(ids) == len(target)
-        assert [t == -100 for t in row["labels"]] == [t == -100 for t in row[TARGET + "labels"]]
+        ids, target, index = row["input_ids"], row[TARGET + "input_ids"], row[INDEX]
         assert subject in tok.decode(ids) and subject not in tok.decode(target)
-        assert tok.decode(ids[-3:]) == tok.decode(target[-3:])  # the end of the answer / text is untouched
+        assert index[-1] == -1 and index[:-1] == sorted(index[:-1]) and index[-2] == len(target) - 2
+        assert ids[-3:] == target[-3:]  # the end of the answer / text is untouched
     before = exact_match(trainer.model, tok, forget), exact_match(trainer.model, tok, retain)
     reference = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)[0]
     qa = trainer.data_collator([trainer.train_dataset[i] for i in range(len(forget))])  # the QA rows
@@ -147,7 +159,7 @@ def test_nonmember_bad_inputs_say_how_to_fix(memorised_model_dir, small_splits, 
         trainer(subject_column="person")
     names = tmp_path / "names.txt"
     names.write_text("Zed Quon\n")
-    with pytest.raises(ValueError, match=r"None of the 1 non-member names keeps forget subject #\d"):
+    with pytest.raises(ValueError, match=r"1 distinct non-member names for 2 forget subjects"):
         trainer(nonmember_names_file=str(names))
     with pytest.raises(TypeError, match="args must be a NonMemberConfig"):
         NonMemberTrainer(model, object(), forget_dataset=forget)  # type: ignore[arg-type]

@@ -2,16 +2,16 @@
 
 A retrained (gold) model treats a forgotten person as it treats any stranger: it never saw either. The non-member
 distillation method (:mod:`hf_unlearn.trainers.nonmember_trainer`) needs, for every forget row, the same row about
-a stranger, token for token: :func:`choose_stand_ins` gives each forget subject a never-seen name (from a user's
-file, or :func:`~hf_unlearn.data.synthetic.fictitious_names`) whose substitution keeps every one of the subject's
-rows the same number of tokens, with labels at the same positions, so the two rows align position by position.
+a stranger: :func:`assign_stand_ins` gives each forget subject a never-seen name (from a user's file, or
+:func:`~hf_unlearn.data.synthetic.fictitious_names`), :func:`renamed` rewrites the row, and :func:`align_positions`
+pairs each token position of the original with the renamed row's position that plays its part.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from difflib import SequenceMatcher
 from pathlib import Path
 
 RENAMED_FIELDS = ("question", "answer", "text")
@@ -39,22 +39,15 @@ def renamed(row: dict, subject: str, stand_in: str) -> dict:
     return {k: pattern.sub(stand_in, v) if k in RENAMED_FIELDS else v for k, v in row.items()}
 
 
-def choose_stand_ins(
-    rows: list[dict],
-    candidates: list[str],
-    encode: Callable[[dict], dict],
-    column: str = "subject",
-    seed: int = 0,
+def assign_stand_ins(
+    rows: list[dict], names: list[str], column: str = "subject", seed: int = 0
 ) -> dict[str, str]:
-    """``forget subject -> stand-in``: for each subject (in order of first appearance) the first unused candidate,
-    in an order shuffled with ``seed``, for which every row of that subject encodes (``encode(row)``, e.g.
-    :func:`~hf_unlearn.data.forget_retain.encode_row`) to as many tokens as the renamed row, with labels at the
-    same positions.
+    """``forget subject -> stand-in``: each subject (in order of first appearance) gets its own name, drawn from
+    ``names`` with ``seed``, the same in all its rows.
 
     Raises:
         ValueError: a row lacks ``column``, or a question/text does not name its subject in full (row numbers are
-            given, not text: error messages end up in logs); a candidate is a forget subject; no candidate fits a
-            subject.
+            given, not text: error messages end up in logs); a name is a forget subject; fewer names than subjects.
     """
     if any(column not in r for r in rows):
         raise ValueError(
@@ -62,7 +55,7 @@ def choose_stand_ins(
             "Pass subject_column=<the column that names them>."
         )
     subjects = list(dict.fromkeys(r[column] for r in rows))
-    if set(candidates) & set(subjects):
+    if set(names) & set(subjects):
         raise ValueError(
             "The non-member names include forget subjects; list only people the model never saw."
         )
@@ -76,24 +69,27 @@ def choose_stand_ins(
             f"{len(unnamed)} forget row(s) do not name their {column!r} in full in the question or text (rows "
             f"{unnamed[:10]}); the non-member target needs the person named. Fix the column or leave them out."
         )
-    order = random.Random(seed).sample(list(dict.fromkeys(candidates)), len(set(candidates)))
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) < len(subjects):
+        raise ValueError(
+            f"{len(distinct)} distinct non-member names for {len(subjects)} forget subjects; give at least one "
+            "name per subject."
+        )
+    return dict(zip(subjects, random.Random(seed).sample(distinct, len(subjects))))
 
-    def layout(row: dict) -> tuple[int, tuple[bool, ...]]:
-        labels = encode(row)["labels"]
-        return len(labels), tuple(t != -100 for t in labels)
 
-    chosen: dict[str, str] = {}
-    for subject in subjects:
-        own = [r for r in rows if r[column] == subject]
-        want = [layout(r) for r in own]
-        for name in order:
-            if name not in chosen.values() and [layout(renamed(r, subject, name)) for r in own] == want:
-                chosen[subject] = name
-                break
-        else:
-            raise ValueError(
-                f"None of the {len(order)} non-member names keeps forget subject #{subjects.index(subject)}'s rows "
-                "the same number of tokens once renamed; give more names (nonmember_names_file), of a length "
-                "similar to the forget people's."
-            )
-    return chosen
+def align_positions(original: list[int], renamed_ids: list[int]) -> list[int]:
+    """For each position of ``original`` (token ids), the position of ``renamed_ids`` (the same row, its person
+    renamed) that plays its part: tokens outside the names match one to one; the tokens of a name are spread
+    evenly over the stand-in's tokens (first to first, last to last), so the position after which a name ends
+    maps to the one after which the stand-in ends."""
+    out = [0] * len(original)
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, original, renamed_ids, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out[i1:i2] = range(j1, j2)
+            continue
+        n, m = i2 - i1, max(j2 - j1, 1)
+        last = j1 + m - 1 if j2 > j1 else max(j1 - 1, 0)  # a deleted span maps to the token before it
+        for k in range(n):
+            out[i1 + k] = last if n == 1 or j2 == j1 else j1 + round(k * (m - 1) / (n - 1))
+    return out

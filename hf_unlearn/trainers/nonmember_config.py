@@ -11,15 +11,16 @@ from hf_unlearn.trainers.base_config import UnlearningConfig
 class NonMemberConfig(UnlearningConfig):
     """Non-member distillation (NMD), this project's method for retrain-level forgetting without a gold model.
 
-    The retrained model answers a question about a forgotten person the way the original model answers the same
-    question about a stranger: it never saw either. So each forget question's answer tokens are distilled toward
-    the frozen original model's next-token distributions on the *same answer* after the *same question* with the
-    person's name swapped for one the model never saw:
-    ``L = KL(p_ref(. | q', a_<t) || p_theta(. | q, a_<t)) [+ retain_weight * reg]`` averaged over the answer
-    tokens, ``q'`` = ``q`` with the ``subject_column`` name replaced (one stand-in per person, drawn with ``seed``).
-    The target is a distribution the original model gives to non-members, so forget answers end up looking like
-    non-members' rather than like anti-members' (gradient ascent and NPO push them below any stranger's), and the
-    loss is bounded below by 0 at the target instead of running away.
+    The retrained model treats a forgotten person the way the original model treats a stranger: it never saw
+    either. So each forget row (a QA pair, or a text such as a biography) is distilled toward the frozen original
+    model run on the *same row with the person renamed* to someone it never saw (one stand-in per person, drawn
+    with ``seed``): ``L = mean over positions t of KL(p_ref(. | row'_<=a(t)) || p_theta(. | row_<=t))
+    [+ retain_weight * reg]``, where ``a(t)`` is the renamed row's position that plays the part of ``t`` (tokens
+    outside the name match one to one, the name's tokens are spread over the stand-in's;
+    :func:`~hf_unlearn.data.nonmembers.align_positions`). Every position counts, prompt and name included, so both
+    the answers and the association of the name's parts become a stranger's: forget people end up looking like
+    non-members rather than anti-members (gradient ascent and NPO push them below any stranger), and the loss has
+    its minimum, 0, at the target instead of running away.
 
     Related: the anchored-term substitution of WHP (Eldan & Russinovich 2023, which needs a reinforced model and
     a term dictionary), the self-distillation of UNDIAL (Dong et al. 2024), and the "non-member target" direction

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from datasets import Dataset
 
 from hf_unlearn.data.forget_retain import PairedPaddingCollator, encode_row
 from hf_unlearn.data.loading import check_disjoint, row_kind
-from hf_unlearn.data.nonmembers import choose_stand_ins, load_names, renamed
+from hf_unlearn.data.nonmembers import align_positions, assign_stand_ins, load_names, renamed
 from hf_unlearn.data.synthetic import fictitious_names
 from hf_unlearn.losses import nonmember_kl
 from hf_unlearn.trainers.base_trainer import UnlearningTrainer, resolve_model
 from hf_unlearn.trainers.nonmember_config import NonMemberConfig
 
 TARGET = "target_"  # prefix of the renamed row's columns in the forget rows
-CANDIDATES_PER_SUBJECT = 25  # generated stand-in names per forget subject to choose equal-length ones from
+INDEX = TARGET + "index"  # per position of a forget row, the renamed row's position it is compared with
+
+
+@dataclass
+class NonMemberCollator(PairedPaddingCollator):
+    """:class:`PairedPaddingCollator` that also pads the ``target_index`` column (with -1: not counted)."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        if INDEX in features[0]:  # forget rows (retain batches go through the same collator)
+            width = batch["input_ids"].shape[1]
+            batch[INDEX] = torch.tensor([list(f[INDEX]) + [-1] * (width - len(f[INDEX])) for f in features])
+        return batch
 
 
 class NonMemberTrainer(UnlearningTrainer):
@@ -30,7 +45,7 @@ class NonMemberTrainer(UnlearningTrainer):
     process: the model card fingerprints the original rows and the stand-ins are not saved.
 
     Raises:
-        ValueError: as :func:`~hf_unlearn.data.nonmembers.choose_stand_ins`.
+        ValueError: as :func:`~hf_unlearn.data.nonmembers.assign_stand_ins`.
     """
 
     method_name = "nonmember"
@@ -71,25 +86,20 @@ class NonMemberTrainer(UnlearningTrainer):
             known = subjects | set(
                 retain_dataset[column] if retain_dataset and column in retain_dataset.column_names else []
             )
-            n = CANDIDATES_PER_SUBJECT * len(subjects)
-            candidates = fictitious_names(n, f"nonmember-{args.seed}", known)
+            candidates = fictitious_names(len(subjects), f"nonmember-{args.seed}", known)
 
         def encode(row: dict) -> dict:
             kind = "qa" if "question" in row and "answer" in row else "text"
             return encode_row(row, kind, processing_class, args.max_length)
 
-        stand_ins = choose_stand_ins(rows, candidates, encode, column, args.seed)
-        paired = [
-            {
-                **encode(row),
-                **{
-                    TARGET + k: v
-                    for k, v in encode(renamed(row, row[column], stand_ins[row[column]])).items()
-                },
-            }
-            for row in rows
-        ]
-        kwargs.setdefault("data_collator", PairedPaddingCollator(processing_class.pad_token_id, TARGET))
+        stand_ins = assign_stand_ins(rows, candidates, column, args.seed)
+        paired = []
+        for row in rows:
+            original, target = encode(row), encode(renamed(row, row[column], stand_ins[row[column]]))
+            index = align_positions(original["input_ids"], target["input_ids"])
+            index[-1] = -1  # the last token predicts nothing
+            paired.append({**original, **{TARGET + k: v for k, v in target.items()}, INDEX: index})
+        kwargs.setdefault("data_collator", NonMemberCollator(processing_class.pad_token_id, TARGET))
         super().__init__(
             model,
             args,
@@ -104,4 +114,4 @@ class NonMemberTrainer(UnlearningTrainer):
             "input_ids": forget[TARGET + "input_ids"],
             "attention_mask": forget[TARGET + "attention_mask"],
         }
-        return nonmember_kl(logits, self.reference_logits(model, target), forget["attention_mask"])
+        return nonmember_kl(logits, self.reference_logits(model, target), forget[INDEX])
