@@ -64,7 +64,6 @@ def run_seed(seed: int, people: int, work: Path, runs: dict, save) -> None:
     from hf_unlearn.demo.methods import whp
     from hf_unlearn.demo.pipeline import build_tokenizer, train_or_reuse
     from hf_unlearn.models import load_model_and_tokenizer
-
     from hf_unlearn.seeds import environment
 
     runs.setdefault("environment", environment())  # the machine this seed's arms ran on
