@@ -199,23 +199,49 @@ def _kl(target_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def nonmember_kl(
-    logits: torch.Tensor, target_logits: torch.Tensor, target_index: torch.Tensor
+    logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    target_index: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    target_input_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Non-member distillation: ``KL(p_target || p_model)`` of the next-token distributions, averaged over the
-    counted positions. ``logits`` are the model's on a forget row, ``target_logits`` the reference model's on the
-    same row with the person renamed to a stranger, and position ``t`` of the row is compared with position
-    ``target_index[b, t]`` of the renamed row (:func:`~hf_unlearn.data.nonmembers.align_positions`; ``-1``: not
-    counted, e.g. padding and the last token, which predicts nothing). See
+    """Non-member distillation: ``KL(q || p_model)`` of the next-token distributions, averaged over the counted
+    positions. ``logits`` are the model's on a forget row, ``target_logits`` the reference model's on the same
+    row with the person renamed to a stranger, and position ``t`` of the row is compared with position
+    ``a = target_index[b, t]`` of the renamed row (:func:`~hf_unlearn.data.nonmembers.align_positions`; ``-1``:
+    not counted, e.g. padding and the last token, which predicts nothing). See
     :class:`~hf_unlearn.trainers.nonmember_config.NonMemberConfig`.
+
+    ``q`` is the reference's distribution at ``a``. Given the token ids, where the row's next token ``o`` (a piece
+    of the forget name) differs from the renamed row's ``r`` (the stand-in's), ``q(o)`` is set to the reference's
+    ``q(r)`` and ``q`` renormalised: the forget name's piece becomes as likely as a stranger's name piece, which
+    the reference never saw (without this, the position before a name would keep the original model's knowledge
+    of which names exist, since its context is the same in both rows).
 
     Args:
         logits: ``(B, T, V)`` outputs of the model being unlearned.
         target_logits: ``(B, T', V)`` reference outputs on the renamed rows.
         target_index: ``(B, T)`` long, positions into ``T'`` or ``-1``.
+        input_ids: ``(B, T)`` the rows' tokens and ``target_input_ids``: ``(B, T')`` the renamed rows' (both or
+            neither).
     """
     counted = target_index >= 0
-    index = target_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, target_logits.shape[-1])
-    kl = _kl(target_logits.float().log_softmax(-1).gather(1, index), logits)  # (B, T)
+    index = target_index.clamp(min=0)
+    target_logp = (
+        target_logits.float()
+        .log_softmax(-1)
+        .gather(1, index.unsqueeze(-1).expand(-1, -1, target_logits.shape[-1]))
+    )  # (B, T, V)
+    if input_ids is not None:
+        pad = torch.zeros_like(input_ids[:, :1])
+        own_next = torch.cat([input_ids[:, 1:], pad], 1).unsqueeze(-1)  # (B, T, 1)
+        renamed_next = target_input_ids.gather(1, (index + 1).clamp(max=target_input_ids.shape[1] - 1))
+        swap = (counted & (own_next.squeeze(-1) != renamed_next)).unsqueeze(-1)
+        stranger = target_logp.gather(-1, renamed_next.unsqueeze(-1))
+        lowered = target_logp.scatter(-1, own_next, stranger)
+        lowered = lowered - lowered.logsumexp(-1, keepdim=True)
+        target_logp = torch.where(swap, lowered, target_logp)
+    kl = _kl(target_logp, logits)  # (B, T)
     return (kl * counted).sum() / counted.sum().clamp(min=1)
 
 

@@ -37,6 +37,22 @@ def test_nonmember_kl_compares_each_position_with_its_aligned_renamed_position()
     assert nonmember_kl(aligned, target, index).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_nonmember_kl_gives_the_forget_name_piece_the_strangers_probability():
+    """Position 0 predicts a name piece: the row's next token is 0, the renamed row's 2. The target
+    (0.6, 0.3, 0.1) becomes (0.1, 0.3, 0.1) / 0.5 = (0.2, 0.6, 0.2); position 1 predicts the same token in both
+    rows (1), so its target is kept. The model predicts (1/3, 1/3, 1/3) at both."""
+    target = torch.log(torch.tensor([[[0.6, 0.3, 0.1], [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]]]))
+    logits = torch.zeros(1, 3, 3)
+    index = torch.tensor([[0, 1, -1]])
+    ids, renamed_ids = torch.tensor([[5, 0, 1]]), torch.tensor([[5, 2, 1]])
+    kl = lambda q: sum(x * math.log(x * 3) for x in q)  # noqa: E731
+    expected = (kl([0.2, 0.6, 0.2]) + kl([0.5, 0.25, 0.25])) / 2
+    assert nonmember_kl(logits, target, index, ids, renamed_ids).item() == pytest.approx(expected, rel=1e-5)
+    # without the token ids the target is the reference's as it is
+    plain = (kl([0.6, 0.3, 0.1]) + kl([0.5, 0.25, 0.25])) / 2
+    assert nonmember_kl(logits, target, index).item() == pytest.approx(plain, rel=1e-5)
+
+
 def test_renamed_rows_align_token_positions_outside_and_across_the_name():
     # "Where was [An a Lee] born ?" -> "Where was [Zed Qu] born ?": 3 name tokens onto 2
     original, renamed_ids = [1, 2, 10, 11, 12, 3, 4], [1, 2, 20, 21, 3, 4]

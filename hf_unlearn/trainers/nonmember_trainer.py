@@ -114,4 +114,5 @@ class NonMemberTrainer(UnlearningTrainer):
             "input_ids": forget[TARGET + "input_ids"],
             "attention_mask": forget[TARGET + "attention_mask"],
         }
-        return nonmember_kl(logits, self.reference_logits(model, target), forget[INDEX])
+        target_logits = self.reference_logits(model, target)
+        return nonmember_kl(logits, target_logits, forget[INDEX], forget["input_ids"], target["input_ids"])
