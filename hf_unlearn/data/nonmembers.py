@@ -34,9 +34,19 @@ def _pattern(subject: str) -> re.Pattern:
 
 
 def renamed(row: dict, subject: str, stand_in: str) -> dict:
-    """``row`` with every whole-word occurrence of ``subject`` in its question, answer or text replaced."""
-    pattern = _pattern(subject)
-    return {k: pattern.sub(stand_in, v) if k in RENAMED_FIELDS else v for k, v in row.items()}
+    """``row`` with every whole-word occurrence of ``subject`` in its question, answer or text replaced by
+    ``stand_in``, and then, when both names have as many words, each word of ``subject`` left on its own (a
+    surname in a relative's name, "Ms Lee") by the stand-in's word in the same place."""
+    pairs = [(subject, stand_in)]
+    words, stand_in_words = subject.split(), stand_in.split()
+    if len(words) == len(stand_in_words) > 1:
+        pairs += list(zip(words, stand_in_words))
+    out = dict(row)
+    for key in RENAMED_FIELDS:
+        if isinstance(out.get(key), str):
+            for old, new in pairs:
+                out[key] = _pattern(old).sub(new, out[key])
+    return out
 
 
 def assign_stand_ins(
