@@ -456,6 +456,7 @@ def run_all(
     eval_rows: int,
     lora_r: int = LORA_R,
     tuning_file: Path | None = TUNING_FILE,
+    aggregate_only: bool = False,
     **sizes,
 ) -> list[dict]:
     """Run every setting once per seed, write ``out/<setting>.json`` (aggregated over the seeds, see
@@ -470,7 +471,8 @@ def run_all(
     configuration: methods, modes, evaluator, sizes, evaluation rows, row overrides); a later run with the same
     configuration reuses it instead of running the seed again, so a long benchmark can be finished seed by seed,
     in several sessions or in parallel processes (one ``--seeds`` value each, then one run over all seeds to
-    aggregate).
+    aggregate). With ``aggregate_only`` nothing is trained: a setting whose seeds have all finished is aggregated,
+    one with a seed missing is skipped with a warning.
     """
     start = time.perf_counter()
     if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
@@ -492,6 +494,11 @@ def run_all(
                 logger.info("%s seed %d: reusing the finished run in %s", setting, seed, seed_file)
                 per_seed.append(finished["results"])
                 continue
+            if aggregate_only:
+                logger.warning(
+                    "%s seed %d has not finished (%s): %s not aggregated", setting, seed, seed_file, setting
+                )
+                break
             data, base_dir, setting_dir, base_overrides, with_texts = setting_inputs(
                 setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
             )
@@ -513,6 +520,8 @@ def run_all(
             results["environment"] = environment()
             write_json_atomic(seed_file, {"config": config, "results": results})
             per_seed.append(results)
+        if len(per_seed) < len(seeds):
+            continue
         first = per_seed[0]
         res = {
             **{k: first[k] for k in ("setting", "sizes", "eval_rows", "utility_sets", "evaluator")},
@@ -522,15 +531,18 @@ def run_all(
         }
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)
-    (out / "table.md").write_text(markdown_table(all_results))
-    pareto_plot(all_results, out / "pareto.png")
-    write_json_atomic(
-        out / "run.json",
-        {
-            "command": " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
-            "seconds": time.perf_counter() - start,
-        },
-    )
+    # the table and the plot cover every setting aggregated in `out`, this run's and earlier ones'
+    shown = [read_json(out / f"{s}.json") for s in SETTINGS if (out / f"{s}.json").exists()]
+    (out / "table.md").write_text(markdown_table(shown))
+    pareto_plot(shown, out / "pareto.png")
+    if not aggregate_only:
+        write_json_atomic(
+            out / "run.json",
+            {
+                "command": " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
+                "seconds": time.perf_counter() - start,
+            },
+        )
     return all_results
 
 
@@ -570,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Seeds of data, base models and methods; every setting runs once per seed (default: 0 1 2).",
     )
     parser.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="module:function scorer.")
+    parser.add_argument(
+        "--aggregate_only",
+        "--aggregate-only",
+        action="store_true",
+        help="Train nothing: aggregate the settings whose seeds have all finished (out/per_seed/), skip the rest.",
+    )
     parser.add_argument("--lora_r", "--lora-r", type=int, default=LORA_R, help="LoRA rank for the LoRA runs.")
     parser.add_argument(
         "--tuning",
@@ -607,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = run_all(
         out, work, methods=methods, seeds=args.seeds, evaluator=args.evaluator,
-        tofu_dir=args.tofu_dir, lora_r=args.lora_r, tuning_file=args.tuning, **preset,
+        tofu_dir=args.tofu_dir, lora_r=args.lora_r, tuning_file=args.tuning, aggregate_only=args.aggregate_only,
+        **preset,
     )  # fmt: skip
     print(markdown_table(results))
     print(f"Wrote {out}/{{{','.join(r['setting'] for r in results)}}}.json, table.md, pareto.png")

@@ -159,6 +159,10 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     assert (out / "per_seed" / "default-s0.json").exists()
     with pytest.raises(pytest.fail.Exception, match="ran again"):
         run_all.main([*args[:-3], "--eval-rows", "5", *args[-3:]])
+    # --aggregate_only trains nothing: a setting with an unfinished seed (2) is left as it was
+    run_all.main([*args[:-3], "--seeds", "0", "1", "2", "--aggregate_only"])
+    assert json.loads((out / "default.json").read_text())["seeds"] == [0, 1]
+    assert "### tofu_forget01 (mean ± sd over seeds 0 1)" in (out / "table.md").read_text()
 
 
 def test_missing_tofu_files_stop_the_run_before_any_training(tmp_path):
