@@ -84,8 +84,9 @@ DEMO_SETTINGS: dict[str, tuple[str, dict]] = {
         "undial",
         {"regularizer": "gdr", "beta": 10.0, "learning_rate": 3e-3, "max_steps": 40, **_RETAIN},
     ),
-    # non-member distillation: chosen the same way on the 200 seed-7 people (docs/unlearning.md)
-    "nonmember": ("nonmember", {"regularizer": "gdr", "learning_rate": 3e-3, "max_steps": 40, **_RETAIN}),
+    # non-member distillation: chosen the same way on the 200 seed-7 people (docs/unlearning.md; the AUC was still
+    # falling at 400 steps: 0.87 / 0.81 / 0.76 at 100 / 200 / 400, retain EM >= 0.99 throughout)
+    "nonmember": ("nonmember", {"regularizer": "gdr", "learning_rate": 3e-3, "max_steps": 400, **_RETAIN}),
 }
 
 
