@@ -5,9 +5,11 @@ PII-style QA rows built here (40 fictitious people x email / phone / employer / 
 a tiny Llama is trained from scratch until it answers >= 90 % of the rows exactly (teacher-forced), then each
 method is run with the command's defaults (npo and ga with ``--regularizer gdr``, the case that failed; simnpo
 with no options, its default is gdr) and, for contrast, with the hyperparameters the defaults had before.
-Writes ``benchmarks/results/safe_defaults.json``: forget / retain exact match before and after, steps, the rail.
+Writes ``benchmarks/results/safe_defaults.json``: per seed (``per_seed``), forget / retain exact match before and
+after, steps, the rail; ``summary`` holds each as mean ± sd over the seeds (``<metric>_mean`` / ``<metric>_sd``,
+``n_seeds``, ``rail_stops``). The file is rewritten after each seed, and a rerun keeps the seeds it holds.
 
-    python benchmarks/safe_defaults.py [--out benchmarks/results/safe_defaults.json] [--seed 0]
+    python benchmarks/safe_defaults.py [--out benchmarks/results/safe_defaults.json] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import time
 from pathlib import Path
 
 from datasets import Dataset
+
+from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.seeds import aggregate_rows, environment
 
 TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
 # the hyperparameters the defaults had before issue 19 (the rail's restore is new and stays on)
@@ -132,26 +137,18 @@ def unlearn(model_dir: Path, method: str, overrides: dict, forget, retain, seed:
         }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", default="benchmarks/results/safe_defaults.json", help="Result JSON to write."
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the data, the base models and the runs.")
-    opts = parser.parse_args(argv)
+def run_seed(seed: int) -> dict:
+    """Every dataset's base model and unlearning runs for one seed (data of the PII rows, initialisation, order)."""
     from hf_unlearn.evaluation.qa import exact_match
     from hf_unlearn.models import load_model_and_tokenizer
 
-    pii = pii_rows(seed=opts.seed)
-    datasets = {
-        "pii_qa": split(pii, {r["subject"] for r in pii[: 4 * 4]}),
-        "tofu_slice": tofu_slice(),
-    }
-    results = {"seed": opts.seed, "datasets": {}}
+    pii = pii_rows(seed=seed)
+    datasets = {"pii_qa": split(pii, {r["subject"] for r in pii[: 4 * 4]}), "tofu_slice": tofu_slice()}
+    results = {}
     with tempfile.TemporaryDirectory() as work:
         for name, (forget, retain) in datasets.items():
             base = Path(work) / name
-            training = train_base(forget, retain, base, opts.seed)
+            training = train_base(forget, retain, base, seed)
             model, tok = load_model_and_tokenizer(base)
             entry = {
                 "rows": {"forget": len(forget), "retain": len(retain)},
@@ -160,19 +157,61 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": {},
             }  # fmt: skip
             for method, overrides in RUNS.items():
-                entry["runs"][f"{method}_defaults"] = unlearn(
-                    base, method, overrides, forget, retain, opts.seed
-                )
+                entry["runs"][f"{method}_defaults"] = unlearn(base, method, overrides, forget, retain, seed)
                 old = {**overrides, **OLD, **OLD_BY_METHOD[method]}
                 if method == "simnpo":
                     old["regularizer"] = "none"
-                entry["runs"][f"{method}_old_defaults"] = unlearn(
-                    base, method, old, forget, retain, opts.seed
-                )
-                print(name, method, json.dumps(entry["runs"][f"{method}_defaults"]), flush=True)
-            results["datasets"][name] = entry
-    Path(opts.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(results, indent=2))
+                entry["runs"][f"{method}_old_defaults"] = unlearn(base, method, old, forget, retain, seed)
+                print(seed, name, method, json.dumps(entry["runs"][f"{method}_defaults"]), flush=True)
+            results[name] = entry
+    return results
+
+
+def summarise(per_seed: dict[str, dict]) -> dict:
+    """Per dataset, the base model and every run as ``<metric>_mean`` / ``<metric>_sd`` over the seeds, with
+    ``rail_stops`` (how many seeds the safety rail stopped)."""
+    seeds = list(per_seed.values())
+    summary = {}
+    for name, first in seeds[0].items():
+        summary[name] = {
+            "rows": first["rows"],
+            "base": aggregate_rows([s[name]["base"] for s in seeds]),
+            "runs": {
+                run: {
+                    **aggregate_rows([s[name]["runs"][run] for s in seeds]),
+                    "rail_stops": sum(s[name]["runs"][run]["rail"] is not None for s in seeds),
+                }
+                for run in first["runs"]
+            },
+        }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/safe_defaults.json"),
+        help="Result JSON to write.",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2],
+        help="Seeds of the data, the base models and the runs (a seed already in --out is kept, not rerun).",
+    )  # fmt: skip
+    opts = parser.parse_args(argv)
+    saved = read_json(opts.out) if opts.out.exists() else {}
+    per_seed, machines = saved.get("per_seed", {}), saved.get("environment", {})
+    for seed in opts.seeds:
+        if str(seed) in per_seed:
+            continue
+        per_seed[str(seed)], machines[str(seed)] = run_seed(seed), environment()
+        write_json_atomic(
+            opts.out,
+            {"seeds": sorted(map(int, per_seed)), "environment": machines, "summary": summarise(per_seed),
+             "per_seed": per_seed},
+        )  # fmt: skip
+    print(json.dumps(read_json(opts.out)["summary"], indent=2))
     return 0
 
 
