@@ -5,14 +5,18 @@ Needs a finished ``hf-unlearn demo`` directory (tokenizer, gold model, results.j
 
 - ``dp2_scratch``: DP stage from scratch (subject-level, epsilon 8), deletion stage = retain fine-tune with the
   gold model's early stopping (no epoch cap), so its cost is directly comparable to the gold retrain.
-- ``public``: a model trained (non-privately) on 200 *other* people (a disjoint population, another seed) —
+- ``public``: a model trained (non-privately) on 200 *other* people (a disjoint population, seed + 100) —
   the "pretrained model" of the DP2Unlearning paper.
 - ``retrain_public``: the fair gold when a public model exists: fine-tune ``public`` on retain people.
 - ``dp2_public``: DP fine-tune ``public`` on forget + retain (subject-level, epsilon 8), then retain fine-tune.
 - ``gold_rerun``: the demo's gold retrain again, to measure its CPU seconds (wall time here depends on load).
 
-Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo_dir runs/demo --work /tmp/dp2-bench``; writes
-``benchmarks/results/dp2_cost.json``. Finished arms in ``--work`` are reused.
+Each demo folder is one seed (``hf-unlearn demo --seeds 0 1 2 --methods`` writes ``DIR/seed-<s>``); every arm runs
+once per seed and ``summary`` holds ``<metric>_mean`` / ``<metric>_sd`` over the seeds (``per_seed`` the rows,
+``environment`` each seed's machine; ``epochs_vs_gold`` = an arm's training epochs over the seed's gold model's).
+
+Run: ``PYTHONPATH=. python benchmarks/dp2_cost.py --demo_dirs runs/demo3/seed-{0,1,2} --work /tmp/dp2-bench``;
+writes ``benchmarks/results/dp2_cost.json``. Finished arms (in the JSON and in ``--work``) are reused.
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ from hf_unlearn.demo.pipeline import evaluate_row
 from hf_unlearn.hub.card import PRIVACY_FILE
 from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.models import load_model_and_tokenizer
+from hf_unlearn.seeds import aggregate_rows, environment
 from hf_unlearn.trainers.dp2.config import DP2Config
 from hf_unlearn.trainers.dp2.trainer import DELETION_FILE
 from hf_unlearn.trainers.finetune import SUMMARY_FILE, TrainConfig, train_lm
 
 RESULTS = Path(__file__).parent / "results" / "dp2_cost.json"
+PUBLIC_SEED_OFFSET = (
+    100  # the public model's people: synthetic_splits(seed=demo seed + 100), minus collisions
+)
 
 
 def other_people(data, seed: int):
@@ -78,69 +86,25 @@ def dp2(out: Path, model_fn, tokenizer, data, seed: int, dp_epochs: int, epsilon
     return read_json(out / "dp_base" / PRIVACY_FILE), read_json(request / DELETION_FILE)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--demo_dir",
-        "--demo-dir",
-        type=Path,
-        required=True,
-        help="A finished hf-unlearn demo dir (e.g. runs/demo).",
-    )
-    parser.add_argument(
-        "--work", type=Path, required=True, help="Models of the arms; finished arms found here are reused."
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Training seed of every arm.")
-    parser.add_argument(
-        "--public_seed",
-        "--public-seed",
-        type=int,
-        default=1,
-        help="Seed of the 200 other people the public model learns.",
-    )
-    parser.add_argument("--dp_epochs", "--dp-epochs", type=int, default=3, help="Epochs of each DP stage.")
-    parser.add_argument(
-        "--epsilon", type=float, default=8.0, help="Target epsilon of each DP stage (subject-level)."
-    )
-    parser.add_argument(
-        "--dp_learning_rate",
-        "--dp-learning-rate",
-        type=float,
-        default=5e-3,
-        help="DP stage lr (not 5e-3: own arm key)",
-    )
-    parser.add_argument(
-        "--arms",
-        nargs="*",
-        default=["dp2_scratch", "public", "retrain_public", "dp2_public"],
-        help="Arms to run (module docstring; gold_rerun too).",
-    )
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    demo = read_json(args.demo_dir / "results.json")
+def run_seed(demo_dir: Path, work: Path, args, saved: dict, save) -> dict:
+    """Every arm in ``args.arms`` on one finished demo folder (its seed is the training seed of every arm and
+    picks the people); arms already in ``saved`` are kept. Calls ``save`` after each arm."""
+    demo = read_json(demo_dir / "results.json")
     cfg = demo["config"]
-    data = synthetic_splits(cfg["n_people"], cfg["n_holdout"], cfg["forget_pct"], cfg["seed"])
-    tokenizer = AutoTokenizer.from_pretrained(args.demo_dir / "tokenizer")
-    config = AutoConfig.from_pretrained(args.demo_dir / "full")
+    seed = cfg["seed"]
+    data = synthetic_splits(cfg["n_people"], cfg["n_holdout"], cfg["forget_pct"], seed)
+    tokenizer = AutoTokenizer.from_pretrained(demo_dir / "tokenizer")
+    config = AutoConfig.from_pretrained(demo_dir / "full")
 
     def scratch():
-        torch.manual_seed(args.seed)
+        torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(config)
 
     def public():
-        return load_model_and_tokenizer(str(args.work / "public"))[0]
+        return load_model_and_tokenizer(str(work / "public"))[0]
 
-    results = read_json(RESULTS) if RESULTS.exists() else {}
-    results["gold"] = {
+    saved["gold"] = {
         k: demo["gold"][k] for k in ("forget_em", "retain_em", "holdout_em", "seconds", "epochs")
-    }
-    results["settings"] = {
-        "dp_epochs": args.dp_epochs,
-        "epsilon": args.epsilon,
-        "public_seed": args.public_seed,
     }
     for arm in args.arms:
         key = (
@@ -148,10 +112,12 @@ def main() -> None:
             if args.dp_learning_rate == 5e-3 or not arm.startswith("dp2")
             else f"{arm}_dp_lr{args.dp_learning_rate:g}"
         )
-        out = args.work / key
+        if key in saved:
+            continue
+        out = work / key
         if arm == "public":
-            qa, text = other_people(data, args.public_seed)
-            summary = trained(out, scratch, tokenizer, [qa], [text], args.seed)
+            qa, text = other_people(data, seed + PUBLIC_SEED_OFFSET)
+            summary = trained(out, scratch, tokenizer, [qa], [text], seed)
             row = {
                 "seconds": summary["seconds"],
                 "epochs": summary["epochs"],
@@ -160,19 +126,13 @@ def main() -> None:
             model = load_model_and_tokenizer(str(out))[0]
         elif arm in ("retrain_public", "gold_rerun"):
             init = public if arm == "retrain_public" else scratch
-            summary = trained(out, init, tokenizer, [data["retain"]], [data["retain_text"]], args.seed)
+            summary = trained(out, init, tokenizer, [data["retain"]], [data["retain_text"]], seed)
             row = {k: summary.get(k) for k in ("seconds", "cpu_seconds", "epochs")}
             model = load_model_and_tokenizer(str(out))[0]
         else:
+            init = scratch if arm == "dp2_scratch" else public
             privacy, deletion = dp2(
-                out,
-                scratch if arm == "dp2_scratch" else public,
-                tokenizer,
-                data,
-                args.seed,
-                args.dp_epochs,
-                args.epsilon,
-                args.dp_learning_rate,
+                out, init, tokenizer, data, seed, args.dp_epochs, args.epsilon, args.dp_learning_rate
             )
             row = {
                 "epsilon": privacy["epsilon"],
@@ -187,9 +147,67 @@ def main() -> None:
             }
             model = load_model_and_tokenizer(str(out / "request-1"))[0]
         row.update(evaluate_row(model, tokenizer, data))
-        results[key] = row
-        write_json_atomic(RESULTS, results)
-        logging.info("%s: %s", key, row)
+        row["epochs_vs_gold"] = row["epochs"] / saved["gold"]["epochs"] if arm != "public" else None
+        saved[key] = row
+        save()
+        logging.info("seed %d %s: %s", seed, key, row)
+    return saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--demo_dirs",
+        "--demo-dirs",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="Finished hf-unlearn demo folders, one per seed (e.g. runs/demo3/seed-0 runs/demo3/seed-1 ...).",
+    )
+    parser.add_argument(
+        "--work", type=Path, required=True, help="Models of the arms; finished arms found here are reused."
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON (finished arms are kept).")
+    parser.add_argument("--dp_epochs", "--dp-epochs", type=int, default=3, help="Epochs of each DP stage.")
+    parser.add_argument(
+        "--epsilon", type=float, default=8.0, help="Target epsilon of each DP stage (subject-level)."
+    )
+    parser.add_argument(
+        "--dp_learning_rate",
+        "--dp-learning-rate",
+        type=float,
+        default=5e-3,
+        help="DP stage lr (a rate other than 5e-3 gets its own arm key)",
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="*",
+        default=["dp2_scratch", "public", "retrain_public", "dp2_public", "gold_rerun"],
+        help="Arms to run (module docstring).",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = read_json(args.out) if args.out.exists() else {}
+    per_seed, machines = results.get("per_seed", {}), results.get("environment", {})
+
+    def save() -> None:
+        arms = list(dict.fromkeys(a for rows in per_seed.values() for a in rows))
+        summary = {a: aggregate_rows([rows[a] for rows in per_seed.values() if a in rows]) for a in arms}
+        settings = {"dp_epochs": args.dp_epochs, "epsilon": args.epsilon, "public_seed": "seed + 100"}
+        write_json_atomic(
+            args.out,
+            {"settings": settings, "seeds": sorted(map(int, per_seed)), "environment": machines,
+             "summary": summary, "per_seed": per_seed},
+        )  # fmt: skip
+
+    for demo_dir in args.demo_dirs:
+        seed = str(read_json(demo_dir / "results.json")["config"]["seed"])
+        machines.setdefault(seed, environment())
+        run_seed(demo_dir, args.work / f"seed-{seed}", args, per_seed.setdefault(seed, {}), save)
+    save()
 
 
 if __name__ == "__main__":
