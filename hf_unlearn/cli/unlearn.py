@@ -206,6 +206,16 @@ def usage() -> str:
     )
 
 
+def _end_process_group() -> None:
+    """Tear down the distributed process group a multi-process launch opened (gloo's threads otherwise die with
+    the interpreter, which aborted a rank at exit, "terminate called without an active exception", after the
+    run had finished and saved)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-"):
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     with quiet_output(script.verbose):
         summary = run_unlearning(method, script, args)
+    _end_process_group()
     if args.process_index == 0:
         rail = summary["stopped_early"]
         print(
