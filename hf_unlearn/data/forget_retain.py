@@ -97,11 +97,3 @@ class PairedPaddingCollator(PaddingCollator):
             paired = super().__call__([{k: f[self.prefix + k] for k in keys} for f in features])
             batch.update({self.prefix + k: paired[k] for k in keys})
         return batch
-
-
-def add_paired_rows(rows: Dataset, paired: Dataset, prefix: str) -> Dataset:
-    """``rows`` (tokenized) with ``paired``'s ``input_ids`` / ``attention_mask`` / ``labels`` as ``<prefix>*``
-    columns, row for row (see :class:`PairedPaddingCollator`)."""
-    for key in ("input_ids", "attention_mask", "labels"):
-        rows = rows.add_column(prefix + key, paired[key])
-    return rows

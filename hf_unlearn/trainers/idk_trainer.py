@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from hf_unlearn.data.forget_retain import PairedPaddingCollator, add_paired_rows, tokenize_dataset
+from hf_unlearn.data.forget_retain import PairedPaddingCollator, tokenize_dataset
 from hf_unlearn.data.loading import check_disjoint
 from hf_unlearn.data.refusals import load_refusals, pair_refusals, with_refusal_answers
 from hf_unlearn.losses import dpo_loss, idk_nll_loss, mean_token_log_prob, sequence_log_probs
@@ -90,7 +90,8 @@ class IdkDPOTrainer(UnlearningTrainer):
         chosen = tokenize_dataset(
             with_refusal_answers(paired), processing_class, args.max_length, "forget_dataset's refusals"
         )
-        rows = add_paired_rows(rows, chosen, CHOSEN)
+        for key in MODEL_INPUTS:
+            rows = rows.add_column(CHOSEN + key, chosen[key])
         kwargs.setdefault("data_collator", PairedPaddingCollator(processing_class.pad_token_id, CHOSEN))
         super().__init__(model, args, rows, retain_dataset, processing_class=processing_class, **kwargs)
 

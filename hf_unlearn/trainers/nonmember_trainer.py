@@ -75,9 +75,9 @@ class NonMemberTrainer(UnlearningTrainer):
                 check_disjoint(ds, retain_dataset)  # the tokenized rows below no longer hold the questions
         self.card_forget_rows = forget_dataset
         model, processing_class = resolve_model(model, processing_class, args)
-        for ds in sets:
-            row_kind(ds, "forget_dataset")  # QA or text rows, or a clear error
+        kinds = [row_kind(ds, "forget_dataset") for ds in sets]  # QA or text rows, or a clear error
         rows = [row for ds in sets for row in ds]
+        row_kinds = [kind for ds, kind in zip(sets, kinds) for _ in range(len(ds))]
         column = args.subject_column
         if args.nonmember_names_file:
             candidates = load_names(args.nonmember_names_file)
@@ -88,14 +88,13 @@ class NonMemberTrainer(UnlearningTrainer):
             )
             candidates = fictitious_names(len(subjects), f"nonmember-{args.seed}", known)
 
-        def encode(row: dict) -> dict:
-            kind = "qa" if "question" in row and "answer" in row else "text"
-            return encode_row(row, kind, processing_class, args.max_length)
-
         stand_ins = assign_stand_ins(rows, candidates, column, args.seed)
         paired = []
-        for row in rows:
-            original, target = encode(row), encode(renamed(row, row[column], stand_ins[row[column]]))
+        for row, kind in zip(rows, row_kinds):
+            renamed_row = renamed(row, row[column], stand_ins[row[column]])
+            original, target = (
+                encode_row(r, kind, processing_class, args.max_length) for r in (row, renamed_row)
+            )
             index = align_positions(original["input_ids"], target["input_ids"])
             index[-1] = -1  # the last token predicts nothing
             paired.append({**original, **{TARGET + k: v for k, v in target.items()}, INDEX: index})
