@@ -496,8 +496,9 @@ def run_all(
                 continue
             if aggregate_only:
                 logger.warning(
-                    "%s seed %d has not finished (%s): %s not aggregated", setting, seed, seed_file, setting
-                )
+                    "%s seed %d: no finished run with this configuration in %s; %s not aggregated",
+                    setting, seed, seed_file, setting,
+                )  # fmt: skip
                 break
             data, base_dir, setting_dir, base_overrides, with_texts = setting_inputs(
                 setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
