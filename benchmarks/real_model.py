@@ -37,7 +37,7 @@ from run_all import _call, lora_kwargs, tofu_splits  # noqa: E402
 
 from hf_unlearn.demo.methods import DEMO_METHODS  # noqa: E402
 from hf_unlearn.evaluation.config import EvalConfig  # noqa: E402
-from hf_unlearn.io import read_json, write_json_atomic  # noqa: E402
+from hf_unlearn.io import file_sha256, read_json, write_json_atomic  # noqa: E402
 from hf_unlearn.seeds import environment  # noqa: E402
 
 logger = logging.getLogger("real_model")
@@ -210,6 +210,17 @@ def run(args) -> dict:
     for name, splits in (("gold", ["retain"]), ("full", ["forget", "retain"])):
         logger.info("fine-tuning %s on %s", name, splits)
         trained[name] = finetune(base_dir, data, splits, work / name, args.seed, args.finetune_epochs)
+    # rows scored on other fine-tunes (e.g. made on another machine, whose models are not in --work) are not mixed
+    # with rows of these: a changed full or gold model starts every row that depends on it again
+    weights = {name: file_sha256(work / name / "model.safetensors") for name in trained}
+    if results.get("weights_sha256", weights) != weights:
+        logger.warning(
+            "the full / gold models in %s are not the ones %s was scored on; scoring again", work, args.out
+        )
+        for key in ("full", "gold"):
+            results.pop(key, None)
+        results["methods"] = {}
+    results["weights_sha256"] = weights
     reference_file = work / "gold_reference.json"
     if "gold" not in results or not reference_file.exists():
         model, tokenizer = load_model_and_tokenizer(work / "gold", dtype=torch.float32)

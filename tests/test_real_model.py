@@ -54,3 +54,12 @@ def test_real_model_benchmark_writes_every_row_and_resumes(
     monkeypatch.setattr(finetune, "train_lm", lambda *a, **k: pytest.fail("a model was fine-tuned again"))
     assert real_model.main(argv) == 0
     assert json.loads(out.read_text())["methods"]["ga"] == results["methods"]["ga"]
+    monkeypatch.undo()
+
+    # rows scored on other fine-tunes are not mixed with these: another full model scores every row again
+    (work / "gold_reference.json").unlink()
+    results["weights_sha256"]["full"] = "0" * 64
+    out.write_text(json.dumps(results))
+    assert real_model.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert set(again["methods"]) == {"ga", "ga_lora"} and again["weights_sha256"]["full"] != "0" * 64
