@@ -269,6 +269,20 @@ def run(args) -> dict:
     return results
 
 
+def markdown_table(results: dict) -> str:
+    """One row per model (base, full, gold, then every finished method row) with the reported keys."""
+    head = "| model | " + " | ".join(REPORTED) + " | eval s |"
+    lines = [head, "|" + "---|" * (len(REPORTED) + 2)]
+    rows = {k: results[k] for k in ("base", "full", "gold") if k in results} | results["methods"]
+    for key, row in rows.items():
+        if "error" in row:
+            lines.append(f"| {key} | failed: {row['error']} |")
+            continue
+        cells = [f"{row[k]:.3g}" if isinstance(row.get(k), float) else str(row.get(k)) for k in REPORTED]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {row['eval_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -302,9 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     results = run(args)
-    for key in ("base", "full", "gold", *results["methods"]):
-        row = results.get(key) or results["methods"].get(key, {})
-        print(key, {k: row.get(k) for k in REPORTED} if "error" not in row else row["error"])
+    print(markdown_table(results))
     return int(any("error" in r for r in results["methods"].values()))
 
 

@@ -40,6 +40,8 @@ def test_real_model_benchmark_writes_every_row_and_resumes(
         assert all(isinstance(row[k], float) for k in real_model.REPORTED), row
     assert results["gold"]["forget_quality"] == 1.0 and results["gold"]["privleak"] == 0.0
     assert results["methods"]["ga"]["steps"] == 2
+    table = real_model.markdown_table(results).splitlines()
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| base", "| full", "| gold", "| ga", "| ga_lora"]
     # the results file is published: it holds scores, never a forget question or answer
     forget = json.loads((tofu_dir / "forget01.json").read_text())
     text = out.read_text()
