@@ -149,11 +149,11 @@ def row_plan(methods: list[str], modes: list[str], steps: int) -> list[tuple[str
     return plan
 
 
-def _row(result: dict, seconds: float, eval_seconds: float, **extra) -> dict:
-    """The reported keys first, then every other score (``details`` dropped: per-split copies of the same)."""
+def _row(result: dict, seconds: float, **extra) -> dict:
+    """The reported keys first, then every other score (the suite's ``eval_seconds`` among them; ``details``
+    dropped: per-split copies of the same)."""
     scores = {k: v for k, v in result.items() if k != "details"}
-    return {**{k: scores.get(k) for k in REPORTED if k != "seconds"}, "seconds": seconds,
-            "eval_seconds": eval_seconds, **extra, **scores}  # fmt: skip
+    return {**{k: scores.get(k) for k in REPORTED if k != "seconds"}, "seconds": seconds, **extra, **scores}
 
 
 def run(args) -> dict:
@@ -193,17 +193,14 @@ def run(args) -> dict:
     base_dir = Path(resolve_model_source(args.model))
     work = args.work
 
+    earlier, start = results.get("seconds", 0.0), time.perf_counter()  # wall time over every resumed run
+
     def save():
-        results["seconds"] = results.get("seconds_before", 0.0) + time.perf_counter() - start
+        results["seconds"] = earlier + time.perf_counter() - start
         write_json_atomic(args.out, results)
 
-    start = time.perf_counter()
-    results["seconds_before"] = results.get("seconds", 0.0)
-
     def score(model, tokenizer, reference):
-        t = time.perf_counter()
-        row, own = evaluate_model(model, tokenizer, scored, reference, eval_config, progress=not args.quiet)
-        return row, own, time.perf_counter() - t
+        return evaluate_model(model, tokenizer, scored, reference, eval_config, progress=not args.quiet)
 
     # the gold model first: every other model is compared with its statistics (kept in work/gold_reference.json)
     trained = {}
@@ -224,11 +221,11 @@ def run(args) -> dict:
     reference_file = work / "gold_reference.json"
     if "gold" not in results or not reference_file.exists():
         model, tokenizer = load_model_and_tokenizer(work / "gold", dtype=torch.float32)
-        row, own, secs = score(model, tokenizer, None)
+        row, own = score(model, tokenizer, None)
         write_json_atomic(
             reference_file, {**asdict(own), "forget_truth_ratios": own.forget_truth_ratios.tolist()}
         )
-        results["gold"] = _row(row, trained["gold"]["seconds"], secs, epochs=trained["gold"]["epochs"])
+        results["gold"] = _row(row, trained["gold"]["seconds"], epochs=trained["gold"]["epochs"])
         save()
     ref = read_json(reference_file)
     reference = Reference(np.asarray(ref["forget_truth_ratios"]), ref["mia_auc"], ref["relearn"])
@@ -236,9 +233,9 @@ def run(args) -> dict:
         if name not in results:
             logger.info("scoring %s", name)
             model, tokenizer = load_model_and_tokenizer(model_dir, dtype=torch.float32)
-            row, _, secs = score(model, tokenizer, reference)
+            row, _ = score(model, tokenizer, reference)
             extra = {"epochs": trained["full"]["epochs"]} if name == "full" else {}
-            results[name] = _row(row, trained[name]["seconds"] if name == "full" else 0.0, secs, **extra)
+            results[name] = _row(row, trained[name]["seconds"] if name == "full" else 0.0, **extra)
             save()
     for key, method, kwargs in row_plan(args.methods, args.modes, args.unlearn_steps):
         if key in results["methods"] and "error" not in results["methods"][key]:
@@ -253,11 +250,10 @@ def run(args) -> dict:
                 model, extra = _call(DEMO_METHODS[method])(work / "full", data, out_dir, args.seed, **kwargs)
             seconds = extra.pop("seconds", time.perf_counter() - t)
             tokenizer = AutoTokenizer.from_pretrained(work / "full")
-            row, _, secs = score(model, tokenizer, reference)
+            row, _ = score(model, tokenizer, reference)
             results["methods"][key] = _row(
                 row,
                 seconds,
-                secs,
                 cost_vs_retrain=seconds / results["gold"]["seconds"],
                 overrides=kwargs,
                 **extra,
