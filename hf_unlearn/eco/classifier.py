@@ -193,8 +193,8 @@ class PromptClassifier(LockHolder):
 
         clf = PromptClassifier.fit(forget_questions, retain_questions)
         clf.predict(["Where was Fairkdas Brondwell born?"])  # -> array([ True])
-        clf.save_pretrained("guard/classifier")  # a local folder; from_pretrained reads only local folders
-        PromptClassifier.from_pretrained("guard/classifier")
+        clf.save_pretrained("./guard/classifier")  # a local folder; from_pretrained reads only local folders
+        PromptClassifier.from_pretrained("./guard/classifier")
     """
 
     def __init__(

@@ -118,7 +118,7 @@ class GuardedLLM:
 
     Example:
         >>> # local folders written by `hf-unlearn demo --out runs/demo` and `hf-unlearn eco-fit ... --out runs/guard`
-        >>> llm = GuardedLLM("runs/demo/full", ECOGuard.from_pretrained("runs/guard"))
+        >>> llm = GuardedLLM("./runs/demo/full", ECOGuard.from_pretrained("./runs/guard"))
         >>> outs = llm.generate(["Question: Where was Ada Lovelace born?\\nAnswer:"], max_tokens=16)
         >>> outs[0].guarded, outs[0].text
     """
