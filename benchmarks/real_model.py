@@ -287,22 +287,38 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=MODEL, help="Model to fine-tune (any Hub id, path or packaged:<name>)."
     )
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_smollm2_tofu.json"
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "real_smollm2_tofu.json",
+        help="Results JSON (kept and resumed when its configuration matches).",
     )
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "real_model", help="Models dir.")
-    parser.add_argument("--tofu_dir", type=Path, default=ROOT.parent / "shared" / "data" / "tofu")
+    parser.add_argument(
+        "--tofu_dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "tofu",
+        help="Folder of the TOFU JSON files (retain90, forget01, retain_perturbed, ...).",
+    )
     parser.add_argument("--retain_authors", type=int, default=8, help="Retain authors fine-tuned on (1-20).")
     parser.add_argument("--holdout_authors", type=int, default=2, help="Never-trained authors (non-members).")
     parser.add_argument("--eval_rows", type=int, default=40, help="Rows scored per QA split.")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--modes", nargs="+", choices=("full", "lora"), default=["full", "lora"])
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="Method rows (default: all)."
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("full", "lora"),
+        default=["full", "lora"],
+        help="Full and/or LoRA rows.",
+    )
     parser.add_argument(
         "--finetune_epochs", type=float, default=6, help="Epochs of the full and gold fine-tunes."
     )
     parser.add_argument(
         "--unlearn_steps", type=int, default=20, help="Optimiser steps of each unlearning run."
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of fine-tunes, methods and eval subsets.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = parser.parse_args(argv)
     if not 1 <= args.retain_authors <= 20:
