@@ -207,13 +207,23 @@ def usage() -> str:
 
 
 def _end_process_group() -> None:
-    """Tear down the distributed process group a multi-process launch opened (gloo's threads otherwise die with
-    the interpreter, which aborted a rank at exit, "terminate called without an active exception", after the
-    run had finished and saved)."""
+    """Tear down the distributed process group a multi-process launch opened, all ranks together.
+
+    gloo's threads otherwise die with the interpreter, which aborted a rank at exit ("terminate called without an
+    active exception", no Python frame left) after the run had finished and saved. ``destroy_process_group`` is
+    collective, so every rank first waits at a barrier for the others to finish; and the group is only freed
+    once nothing holds it: the finished trainer's DDP wrapper (in reference cycles) is collected first and the
+    group again after it is destroyed, while the interpreter is still whole.
+    """
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def main(argv: list[str] | None = None) -> int:
