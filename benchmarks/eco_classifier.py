@@ -14,6 +14,12 @@ Recall and FPR are the classifier's decisions as served, through its cascade (ex
 encoder; see :mod:`hf_unlearn.eco.classifier`). ``full_classifier`` holds the same rates with the encoder
 scoring every prompt, ``agreement`` the share of test prompts on which both decide alike, and ``decided_by`` how
 many test prompts each cascade step decided.
+
+Every rate is reported as ``<metric>_mean`` / ``<metric>_sd`` over ``--seeds`` (default 0 1 2) with the per-seed
+rows in ``per_seed``: the seed draws the embedded default's people and its forget / retain split
+(``synthetic_splits(seed=...)``) and, on both data sets, which retain prompts are held out for calibration
+(``ClassifierConfig.calibration_seed``). ``seconds`` is the head's fit time; each distinct prompt is encoded
+once for the whole run, so the first fit to meet a prompt pays for its encoding.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from hf_unlearn.eco.classifier import (
     detection_rates,
 )
 from hf_unlearn.io import write_json_atomic
+from hf_unlearn.seeds import aggregate_rows, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,11 +59,13 @@ class CachedEncoder:
         return np.stack([self.cache[t] for t in texts])
 
 
-def evaluate(name, train_pos, train_neg, test_pos, test_neg, subjects, encoder) -> dict:
+def evaluate(name, train_pos, train_neg, test_pos, test_neg, subjects, encoder, seed: int) -> dict:
+    """``{head: row}`` for both heads, each row flat (scalars only) so that seeds can be aggregated."""
     out = {}
     for head, entities in (("embedding+subject", subjects), ("embedding_only", [])):
         start = time.perf_counter()
-        clf = PromptClassifier.fit(train_pos, train_neg, ClassifierConfig(entities=entities), encoder)
+        config = ClassifierConfig(entities=entities, calibration_seed=seed)
+        clf = PromptClassifier.fit(train_pos, train_neg, config, encoder)
         seconds = time.perf_counter() - start
         rates = detection_rates(clf, test_pos, test_neg)
         decided_by = dict(clf.counts)
@@ -65,15 +74,16 @@ def evaluate(name, train_pos, train_neg, test_pos, test_neg, subjects, encoder) 
         agreement = float(np.mean(np.concatenate(full) == np.concatenate(served)))
         out[head] = {
             **rates,
-            "full_classifier": {"recall": float(full[0].mean()), "fpr": float(full[1].mean())},
+            "full_classifier_recall": float(full[0].mean()),
+            "full_classifier_fpr": float(full[1].mean()),
             "agreement": agreement,
-            "decided_by": decided_by,
+            **{f"decided_by_{step}": decided_by.get(step, 0) for step in ("bound", "screen", "encoder")},
             "threshold": clf.threshold,
             **clf.stats,
             "seconds": seconds,
         }
         print(
-            f"{name} {head}: recall {rates['recall']:.4f}  fpr {rates['fpr']:.4f}  agreement with the full "
+            f"seed {seed} {name} {head}: recall {rates['recall']:.4f}  fpr {rates['fpr']:.4f}  agreement with the full "
             f"classifier {agreement:.4f}  decided by {decided_by}",
             flush=True,
         )
@@ -96,38 +106,62 @@ def main() -> None:
         default=ROOT / "benchmarks" / "results" / "eco_classifier.json",
         help="Results JSON.",
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds (data split and calibration split)."
+    )
     args = parser.parse_args()
     encoder = CachedEncoder()
-    results = {}
-
-    data = synthetic_splits(n_people=200, n_holdout=20, forget_pct=10, seed=0)
-    fmt = lambda qs: [QA_PROMPT_TEMPLATE.format(question=q) for q in qs]  # noqa: E731
-    forget, retain = data["forget"], data["retain"]
-    results["embedded_default"] = evaluate(
-        "embedded default",
-        fmt(forget["question"]),
-        fmt(retain["question"]),
-        fmt(forget["paraphrased_question"]),
-        fmt(retain["paraphrased_question"]),
-        sorted(set(forget["subject"])),
-        encoder,
-    )
 
     def tofu(split):
         return json.loads((args.tofu / f"{split}.json").read_text())
 
     forget10, retain90, held = tofu("forget10"), tofu("retain90"), tofu("retain_perturbed")
     held_questions = {row["question"] for row in held}
-    results["tofu_forget10_vs_retain90"] = evaluate(
-        "TOFU forget10",
-        [r["question"] for r in forget10],
-        [r["question"] for r in retain90 if r["question"] not in held_questions],
-        [r["paraphrased_question"] for r in forget10],
-        [r["paraphrased_question"] for r in held],
-        sorted({r["subject"] for r in forget10}),
-        encoder,
-    )
-    results["config"] = {"target_fpr": ClassifierConfig().target_fpr, "encoder": ClassifierConfig().encoder}
+    fmt = lambda qs: [QA_PROMPT_TEMPLATE.format(question=q) for q in qs]  # noqa: E731
+    rows: dict[str, list[dict]] = {"embedded_default": [], "tofu_forget10_vs_retain90": []}
+    for seed in args.seeds:
+        data = synthetic_splits(n_people=200, n_holdout=20, forget_pct=10, seed=seed)
+        forget, retain = data["forget"], data["retain"]
+        rows["embedded_default"].append(
+            evaluate(
+                "embedded default",
+                fmt(forget["question"]),
+                fmt(retain["question"]),
+                fmt(forget["paraphrased_question"]),
+                fmt(retain["paraphrased_question"]),
+                sorted(set(forget["subject"])),
+                encoder,
+                seed,
+            )
+        )
+        rows["tofu_forget10_vs_retain90"].append(
+            evaluate(
+                "TOFU forget10",
+                [r["question"] for r in forget10],
+                [r["question"] for r in retain90 if r["question"] not in held_questions],
+                [r["paraphrased_question"] for r in forget10],
+                [r["paraphrased_question"] for r in held],
+                sorted({r["subject"] for r in forget10}),
+                encoder,
+                seed,
+            )
+        )
+    results = {
+        data_set: {
+            head: {
+                **aggregate_rows([r[head] for r in seed_rows]),
+                "per_seed": {str(seed): r[head] for seed, r in zip(args.seeds, seed_rows)},
+            }
+            for head in seed_rows[0]
+        }
+        for data_set, seed_rows in rows.items()
+    }
+    results["config"] = {
+        "target_fpr": ClassifierConfig().target_fpr,
+        "encoder": ClassifierConfig().encoder,
+        "seeds": args.seeds,
+    }
+    results["environment"] = environment()
     write_json_atomic(args.out, results)
     print(f"Wrote {args.out}")
 
