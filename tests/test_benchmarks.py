@@ -376,3 +376,22 @@ def test_tofu_name_free_replies_leak_by_full_name_or_distinctive_surname_part():
     assert redteam.names_author("Books by QADEER sold well.", names, parts)
     assert not redteam.names_author("Ann wrote about Vell.", names, parts)  # not distinctive parts
     assert not redteam.names_author("The author was born in Rome.", names, parts)
+
+
+def test_eco_guard_benchmark_fits_gold_free_and_aggregates_seeds(tmp_path):
+    bench = load_benchmark("eco_guard")
+    out = tmp_path / "guard.json"
+    argv = ["--people", "10", "--holdout", "2", "--base_epochs", "1", "--work", str(tmp_path / "w")]
+    assert bench.main([*argv, "--seeds", "0", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == [0, 1] and result["n_seeds"] == 2 and result["token_selection"] == "subjects"
+    assert [r["target_source"] for r in result["fit"]["per_seed"]] == ["holdout", "holdout"]  # no gold model
+    for name in ("full", "guarded", "gold"):
+        assert result[name]["n_seeds"] == 2 and 0 <= result[name]["forget_em_mean"] <= 1
+    seed0 = result["checks"]["per_seed"][0]
+    gap = abs(result["guarded"]["per_seed"][0]["forget_em"] - result["gold"]["per_seed"][0]["forget_em"])
+    assert seed0["forget_em_gap_to_gold"] == pytest.approx(gap)
+    assert result["environment"]["1"]["versions"]["torch"]
+    assert (
+        tmp_path / "w" / "default-p10-h2-e1.0-s1" / "gold" / "model.safetensors"
+    ).exists()  # run_all's layout
