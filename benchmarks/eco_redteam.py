@@ -3,6 +3,7 @@
     python benchmarks/eco_redteam.py --demo DEMO [--out benchmarks/results/eco_redteam.json]
     python benchmarks/eco_redteam.py --tofu_dir ../shared/data/tofu --forget_split forget05 \\
         [--work runs/eco-redteam-tofu] [--out benchmarks/results/eco_redteam_tofu.json]
+    python benchmarks/eco_redteam.py --aggregate 0=s0.json 1=s1.json 2=s2.json --out benchmarks/results/eco_redteam.json
 
 The guard is fitted as ``eco-fit`` fits it (subjects, distinctive name parts, forget-fact hashes, strength
 searched against the full model on the held-out people) with the response check on, and served by the project's
@@ -83,8 +84,8 @@ from hf_unlearn.eco.fit import fit_guard
 from hf_unlearn.eco.guard import GuardConfig
 from hf_unlearn.eco.names import NameMatcher, canonical
 from hf_unlearn.evaluation.metrics import rouge_l
-from hf_unlearn.io import write_json_atomic
-from hf_unlearn.seeds import environment
+from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.seeds import aggregate_rows, environment
 from hf_unlearn.serving.backends import TransformersBackend
 from hf_unlearn.serving.server import GuardedServer
 
@@ -572,6 +573,44 @@ def tofu_run(args) -> RedTeam:
     )
 
 
+# count / rate blocks of one run's results, aggregated key by key over seeds
+AGGREGATED_BLOCKS = ("retain_fpr_parts", "retain_fpr_by_family", "retain_fpr_parts_by_family", "response_check",
+                     "strength_search")  # fmt: skip
+AGGREGATED_SCALARS = ("retain_fpr", "strength", "fit_seconds", "distinctive_name_parts")
+
+
+def aggregate_runs(runs: dict[int, dict]) -> dict:
+    """Mean ± sd over seeds (``{seed: red_team(...) result}``) of every family's counts, the retain false
+    positive rates, the response check and the guard's strength (:func:`hf_unlearn.seeds.aggregate_rows`); the
+    per-seed results are kept under ``per_seed``.
+
+    Raises:
+        ValueError: the runs do not share one set of families (different modes or versions of the benchmark).
+    """
+    families = [sorted(r["families"]) for r in runs.values()]
+    if any(f != families[0] for f in families):
+        raise ValueError(f"The runs hold different families and cannot be aggregated: {families}.")
+    results = list(runs.values())
+
+    def block(rows: list[dict]) -> dict:
+        if all(isinstance(v, dict) for v in rows[0].values()):
+            return {k: block([r[k] for r in rows]) for k in rows[0]}
+        return aggregate_rows(rows)
+
+    return {
+        "seeds": list(runs),
+        "n_seeds": len(runs),
+        **aggregate_rows([{k: r[k] for k in AGGREGATED_SCALARS} for r in results]),
+        "families": {f: aggregate_rows([r["families"][f] for r in results]) for f in families[0]},
+        **{k: block([r[k] for r in results]) for k in AGGREGATED_BLOCKS},
+        "all_families_meet_target_on_every_seed": all(r["all_families_meet_target"] for r in results),
+        "families_meeting_target_per_seed": {
+            f: sum(r["families"][f]["meets_target"] for r in results) for f in families[0]
+        },
+        "per_seed": {str(seed): r for seed, r in runs.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -579,6 +618,10 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", type=Path, help="A demo folder (full/, gold/, data/).")
     source.add_argument("--tofu_dir", type=Path, help="Folder of the TOFU JSON files (TOFU mode).")
+    source.add_argument(
+        "--aggregate", nargs="+", metavar="SEED=JSON",
+        help="Aggregate finished runs over seeds (e.g. 0=a.json 1=b.json 2=c.json) into --out; nothing is run.",
+    )  # fmt: skip
     parser.add_argument("--forget_split", default="forget05", help="TOFU forget split (TOFU mode).")
     parser.add_argument(
         "--work",
@@ -604,6 +647,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the guard's fit, corruption and models.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.aggregate:
+        if args.out is None:
+            parser.error("--aggregate needs --out (the JSON file to write).")
+        runs = {}
+        for item in args.aggregate:
+            seed, sep, path = item.partition("=")
+            if not sep or not seed.isdigit():
+                parser.error(f"--aggregate takes SEED=JSON items (e.g. 0=results.json); got {item!r}.")
+            runs[int(seed)] = read_json(Path(path))
+        write_json_atomic(args.out, aggregate_runs(runs))
+        print(f"Wrote {args.out} ({len(runs)} seeds)")
+        return
     run = demo_run(args.demo) if args.demo else tofu_run(args)
     name = "eco_redteam.json" if args.demo else "eco_redteam_tofu.json"
     results = red_team(run, args.samples, args.seed)

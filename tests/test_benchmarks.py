@@ -378,6 +378,37 @@ def test_tofu_name_free_replies_leak_by_full_name_or_distinctive_surname_part():
     assert not redteam.names_author("The author was born in Rome.", names, parts)
 
 
+def _red_team_run(leaked: int, fpr: float, meets: bool = True) -> dict:
+    family = {"prompts": 10, "flagged": 10, "leaked": leaked, "gold_leaked": 0, "meets_target": meets}
+    return {
+        "families": {"original": family, "typo": {**family, "leaked": 0}},
+        "retain_fpr": fpr, "strength": 1.0, "fit_seconds": 3.0, "distinctive_name_parts": 4,
+        "retain_fpr_parts": {"flagged": fpr, "changed": fpr},
+        "retain_fpr_by_family": {"typo": fpr}, "retain_fpr_parts_by_family": {"typo": {"flagged": fpr}},
+        "response_check": {"passed": 5.0}, "strength_search": {"target": 0.1, "target_source": "holdout"},
+        "all_families_meet_target": meets,
+    }  # fmt: skip
+
+
+def test_red_team_runs_aggregate_over_seeds_family_by_family():
+    redteam = load_benchmark("eco_redteam")
+    out = redteam.aggregate_runs({0: _red_team_run(1, 0.01), 2: _red_team_run(3, 0.03, meets=False)})
+    assert out["seeds"] == [0, 2] and out["n_seeds"] == 2
+    assert out["families"]["original"]["leaked_mean"] == 2 and out["families"]["typo"]["leaked_sd"] == 0
+    assert out["retain_fpr_mean"] == pytest.approx(0.02) and out["retain_fpr_sd"] == pytest.approx(
+        0.01414, 1e-3
+    )
+    assert out["retain_fpr_parts_by_family"]["typo"]["flagged_mean"] == pytest.approx(0.02)
+    assert "target_source_mean" not in out["strength_search"]  # only numbers are averaged
+    assert out["all_families_meet_target_on_every_seed"] is False
+    assert out["families_meeting_target_per_seed"]["original"] == 1
+    assert out["per_seed"]["2"]["families"]["original"]["leaked"] == 3
+    other = _red_team_run(0, 0.0)
+    other["families"]["homoglyphs"] = other["families"].pop("typo")
+    with pytest.raises(ValueError, match="different families"):
+        redteam.aggregate_runs({0: _red_team_run(1, 0.01), 1: other})
+
+
 def test_eco_guard_benchmark_fits_gold_free_and_aggregates_seeds(tmp_path):
     bench = load_benchmark("eco_guard")
     out = tmp_path / "guard.json"
