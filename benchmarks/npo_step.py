@@ -6,13 +6,12 @@ supervised fine-tuning step costs (target: ratio <= 1.10). Both steps go through
 ``training_step`` (forward, loss, backward) plus the AdamW update, on the same model size and the same batches,
 measured in interleaved rounds so that load from other processes hits both alike.
 
-    OMP_NUM_THREADS=1 python benchmarks/npo_step.py            # writes benchmarks/results/npo_step.json
+    OMP_NUM_THREADS=1 python benchmarks/npo_step.py   # seeds 0 1 2 -> benchmarks/results/npo_step.json (mean ± sd)
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from hf_unlearn.data.forget_retain import PaddingCollator, tokenize_dataset
 from hf_unlearn.data.synthetic import synthetic_splits
 from hf_unlearn.io import write_json_atomic
 from hf_unlearn.models import build_tiny_llama, train_bpe_tokenizer
+from hf_unlearn.seeds import aggregate_rows, environment
 from hf_unlearn.trainers.npo_config import NPOConfig
 from hf_unlearn.trainers.npo_trainer import NPOTrainer
 
@@ -42,30 +42,15 @@ def timed_steps(trainer, batches: list[dict]) -> tuple[float, float]:
     return (time.perf_counter() - wall) / len(batches), (time.process_time() - cpu) / len(batches)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--batch_size",
-        "--batch-size",
-        type=int,
-        default=32,
-        help="Rows per step (both the SFT and the NPO step).",
-    )
-    parser.add_argument("--steps", type=int, default=20, help="Steps per timed round.")
-    parser.add_argument("--rounds", type=int, default=7, help="Interleaved SFT/NPO rounds (median reported).")
-    parser.add_argument("--hidden_size", "--hidden-size", type=int, default=64, help="64 is the demo model.")
-    parser.add_argument("--layers", type=int, default=2, help="2 is the demo model.")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-
+def measure(args, seed: int) -> dict:
+    """One seed (model initialisation and the order of the forget rows): median seconds per step of SFT and of
+    NPO over ``args.rounds`` interleaved rounds, and their ratios."""
+    torch.manual_seed(seed)
     data = synthetic_splits()
     tokenizer = train_bpe_tokenizer(
         [f"{q} {a}" for q, a in zip(data["retain"]["question"], data["retain"]["answer"])]
     )
-    forget = tokenize_dataset(data["forget"], tokenizer, origin="forget")
+    forget = tokenize_dataset(data["forget"].shuffle(seed=seed), tokenizer, origin="forget")
     collate = PaddingCollator(tokenizer.pad_token_id)
     rows = [forget[i] for i in range(len(forget))]
     batches = [
@@ -75,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("sft", "npo"):
             model = build_tiny_llama(
-                tokenizer, hidden_size=args.hidden_size, num_hidden_layers=args.layers, seed=0
+                tokenizer, hidden_size=args.hidden_size, num_hidden_layers=args.layers, seed=seed
             )
             config = NPOConfig(
                 output_dir=tmp, use_cpu=True, per_device_train_batch_size=args.batch_size, report_to="none"
@@ -107,13 +92,43 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, values in rounds.items()
     }
-    result = {
+    return {
+        "seed": seed,
         "sft_seconds_per_step": median["sft"]["wall"],
         "npo_seconds_per_step": median["npo"]["wall"],
         "ratio_wall": median["npo"]["wall"] / median["sft"]["wall"],
         "sft_cpu_seconds_per_step": median["sft"]["cpu"],
         "npo_cpu_seconds_per_step": median["npo"]["cpu"],
         "ratio_cpu": median["npo"]["cpu"] / median["sft"]["cpu"],
+        "n_parameters": sum(p.numel() for p in trainers["sft"].model.parameters()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--batch_size", "--batch-size", type=int, default=32, help="Forget rows per step (both arms)."
+    )
+    parser.add_argument("--steps", type=int, default=20, help="Steps per timed round.")
+    parser.add_argument("--rounds", type=int, default=7, help="Interleaved SFT/NPO rounds (median reported).")
+    parser.add_argument("--hidden_size", "--hidden-size", type=int, default=64, help="64 is the demo model.")
+    parser.add_argument("--layers", type=int, default=2, help="2 is the demo model.")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="Seeds (initialisation, row order); mean ± sd.",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
+    args = parser.parse_args(argv)
+    per_seed = [measure(args, seed) for seed in args.seeds]
+    result = {
+        **aggregate_rows([{k: v for k, v in r.items() if k != "seed"} for r in per_seed]),
+        "per_seed": per_seed,
+        "seeds": args.seeds,
         "target_ratio": 1.10,
         "config": {
             "batch_size": args.batch_size,
@@ -121,15 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "hidden_size": args.hidden_size,
             "layers": args.layers,
-            "n_parameters": sum(p.numel() for p in trainers["sft"].model.parameters()),
             "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(),
         },
+        "environment": environment(),
     }
     write_json_atomic(args.out, result)
     print(
-        f"SFT {median['sft']['wall'] * 1e3:.1f} ms/step, NPO (cached reference) {median['npo']['wall'] * 1e3:.1f} "
-        f"ms/step: ratio {result['ratio_wall']:.3f} wall, {result['ratio_cpu']:.3f} CPU -> {args.out}"
+        f"SFT {result['sft_seconds_per_step_mean'] * 1e3:.1f} ms/step, NPO (cached reference) "
+        f"{result['npo_seconds_per_step_mean'] * 1e3:.1f} ms/step: ratio {result['ratio_wall_mean']:.3f} ± "
+        f"{result['ratio_wall_sd'] or 0:.3f} wall, {result['ratio_cpu_mean']:.3f} CPU over seeds {args.seeds} -> {args.out}"
     )
     return 0
 
