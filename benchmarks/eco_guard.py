@@ -36,7 +36,12 @@ FIT_KEYS = ("strength", "target", "reached", "gap", "classifier_seconds", "searc
 def run_seed(work: Path, seed: int, token_selection: str, **sizes) -> dict:
     """One seed: the unguarded, guarded and gold rows, the fit's numbers and the two checks."""
     data, base_dir, setting_dir, overrides, with_texts = run_all.setting_inputs(
-        "default", work, settings=["default"], seed=seed, tofu_dir=Path("."), **sizes
+        "default",
+        work,
+        settings=["default"],
+        seed=seed,
+        tofu_dir=run_all.ROOT.parent / "shared" / "data" / "tofu",
+        **sizes,  # the default setting reads no TOFU file
     )
     tokenizer, trained = run_all.train_full_and_gold(data, base_dir, setting_dir, seed, overrides, with_texts)
     full, gold = trained["full"][0], trained["gold"][0]
@@ -79,13 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token_selection", default="subjects", help="GuardConfig.token_selection of the fitted guard."
     )
-    parser.add_argument("--people", type=int, default=200, help="People of the default (run_all's 200).")
-    parser.add_argument("--holdout", type=int, default=20, help="Held-out people (run_all's 20).")
+    preset = {k: v for k, v in run_all.PRESETS["full"].items() if k not in ("settings", "modes", "eval_rows")}
+    parser.add_argument(
+        "--people", type=int, default=preset["people"], help="People of the default (run_all's full preset)."
+    )
+    parser.add_argument(
+        "--holdout", type=int, default=preset["holdout"], help="Held-out people (run_all's full preset)."
+    )
     parser.add_argument(
         "--base_epochs",
         type=float,
-        default=None,
-        help="Epoch bound of the full / gold models (default none).",
+        default=preset["base_epochs"],
+        help="Epoch bound of the full / gold models (run_all's full preset: none).",
     )
     parser.add_argument(
         "--out", type=Path, default=run_all.ROOT / "benchmarks" / "results" / "eco_guard_subjects.json",
@@ -93,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    sizes = {"people": args.people, "holdout": args.holdout, "base_epochs": args.base_epochs,
-             "tofu_holdout_authors": 0, "tofu_retain_authors": None, "tofu_epochs": 0.0}  # fmt: skip
+    sizes = {**preset, "people": args.people, "holdout": args.holdout, "base_epochs": args.base_epochs}
     per_seed = [run_seed(args.work, s, args.token_selection, **sizes) for s in args.seeds]
     result = {
         name: {**aggregate_rows([r[name] for r in per_seed]), "per_seed": [r[name] for r in per_seed]}

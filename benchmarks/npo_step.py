@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     per_seed = [measure(args, seed) for seed in args.seeds]
     result = {
-        **aggregate_rows([{k: v for k, v in r.items() if k != "seed"} for r in per_seed]),
+        **aggregate_rows(
+            [{k: v for k, v in r.items() if k not in ("seed", "n_parameters")} for r in per_seed]
+        ),
         "per_seed": per_seed,
         "seeds": args.seeds,
         "target_ratio": 1.10,
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "hidden_size": args.hidden_size,
             "layers": args.layers,
+            "n_parameters": per_seed[0]["n_parameters"],
             "torch_threads": torch.get_num_threads(),
         },
         "environment": environment(),

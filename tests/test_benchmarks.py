@@ -401,7 +401,7 @@ def test_red_team_runs_aggregate_over_seeds_family_by_family():
     assert out["retain_fpr_parts_by_family"]["typo"]["flagged_mean"] == pytest.approx(0.02)
     assert "target_source_mean" not in out["strength_search"]  # only numbers are averaged
     assert out["all_families_meet_target_on_every_seed"] is False
-    assert out["families_meeting_target_per_seed"]["original"] == 1
+    assert out["seeds_meeting_target"]["original"] == 1
     assert out["per_seed"]["2"]["families"]["original"]["leaked"] == 3
     other = _red_team_run(0, 0.0)
     other["families"]["homoglyphs"] = other["families"].pop("typo")
