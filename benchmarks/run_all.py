@@ -457,31 +457,32 @@ def run_all(
     lora_r: int = LORA_R,
     tuning_file: Path | None = TUNING_FILE,
     aggregate_only: bool = False,
+    command: str = "",
     **sizes,
 ) -> list[dict]:
     """Run every setting once per seed, write ``out/<setting>.json`` (aggregated over the seeds, see
     :func:`hf_unlearn.seeds.aggregate_results`), ``out/table.md`` (mean ± sd) and ``out/pareto.png`` (means).
 
-    ``sizes`` are :func:`setting_inputs`' data sizes and epoch bounds (``people``, ``holdout``, ``base_epochs``,
+    ``command`` is recorded with each seed it runs (see below). ``sizes`` are :func:`setting_inputs`' data sizes and epoch bounds (``people``, ``holdout``, ``base_epochs``,
     ``tofu_holdout_authors``, ``tofu_retain_authors``, ``tofu_epochs``).
 
     Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
     data sizes, epoch bound and seed, so changing those trains new ones. Each finished seed of a setting is
-    written to ``out/per_seed/<setting>-s<seed>.json`` (its results, the machine it ran on and the run's
-    configuration: methods, modes, evaluator, sizes, evaluation rows, row overrides); a later run with the same
+    written to ``out/per_seed/<setting>-s<seed>.json`` (its results, the machine it ran on, the run's
+    configuration: methods, modes, evaluator, sizes, evaluation rows, row overrides, and under ``run`` the command
+    and its wall seconds, which the setting's file lists per seed under ``runs``); a later run with the same
     configuration reuses it instead of running the seed again, so a long benchmark can be finished seed by seed,
     in several sessions or in parallel processes (one ``--seeds`` value each, then one run over all seeds to
     aggregate). With ``aggregate_only`` nothing is trained: a setting whose seeds have all finished is aggregated,
     one with a seed missing is skipped with a warning.
     """
-    start = time.perf_counter()
     if any(s.startswith("tofu_") for s in settings) and not (tofu_dir / "retain90.json").exists():
         raise ValueError(
             f"No TOFU files in {tofu_dir}; pass --tofu_dir DIR (with retain90.json, forget10.json...)."
         )
     all_results = []
     for setting in settings:
-        per_seed = []
+        per_seed, commands = [], []
         for seed in seeds:
             config = {
                 "methods": sorted(methods), "modes": sorted(modes), "evaluator": evaluator, "lora_r": lora_r,
@@ -493,6 +494,7 @@ def run_all(
             if finished and finished["config"] == config:
                 logger.info("%s seed %d: reusing the finished run in %s", setting, seed, seed_file)
                 per_seed.append(finished["results"])
+                commands.append(finished.get("run"))
                 continue
             if aggregate_only:
                 logger.warning(
@@ -500,6 +502,7 @@ def run_all(
                     setting, seed, seed_file, setting,
                 )  # fmt: skip
                 break
+            seed_start = time.perf_counter()
             data, base_dir, setting_dir, base_overrides, with_texts = setting_inputs(
                 setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
             )
@@ -519,8 +522,11 @@ def run_all(
                 overrides=config["overrides"],
             )
             results["environment"] = environment()
-            write_json_atomic(seed_file, {"config": config, "results": results})
+            # the command that ran this seed and its wall time (the models it reused from `work` not included)
+            run = {"command": command, "seconds": time.perf_counter() - seed_start}
+            write_json_atomic(seed_file, {"config": config, "results": results, "run": run})
             per_seed.append(results)
+            commands.append(run)
         if len(per_seed) < len(seeds):
             continue
         first = per_seed[0]
@@ -529,6 +535,7 @@ def run_all(
             **aggregate_results(per_seed, seeds),
             # the machine of each seed (a finished seed is reused from out/per_seed/, maybe from another machine)
             "environment": {str(seed): r["environment"] for seed, r in zip(seeds, per_seed)},
+            "runs": {str(seed): run for seed, run in zip(seeds, commands)},
         }
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)
@@ -536,14 +543,6 @@ def run_all(
     shown = [read_json(out / f"{s}.json") for s in SETTINGS if (out / f"{s}.json").exists()]
     (out / "table.md").write_text(markdown_table(shown))
     pareto_plot(shown, out / "pareto.png")
-    if not aggregate_only:
-        write_json_atomic(
-            out / "run.json",
-            {
-                "command": " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
-                "seconds": time.perf_counter() - start,
-            },
-        )
     return all_results
 
 
@@ -611,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--{name}", *aliases, type=kind, default=None, help="Override the preset's value."
         )
     args = parser.parse_args(argv)
+    command = " ".join(["python", "benchmarks/run_all.py", *(sys.argv[1:] if argv is None else argv)])
     preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     preset = dict(PRESETS[preset_name])
     for key in preset:
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(
         out, work, methods=methods, seeds=args.seeds, evaluator=args.evaluator,
         tofu_dir=args.tofu_dir, lora_r=args.lora_r, tuning_file=args.tuning, aggregate_only=args.aggregate_only,
-        **preset,
+        command=command, **preset,
     )  # fmt: skip
     print(markdown_table(results))
     print(f"Wrote {out}/{{{','.join(r['setting'] for r in results)}}}.json, table.md, pareto.png")

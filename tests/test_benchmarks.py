@@ -119,6 +119,9 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     for setting in ("default", "tofu_forget01"):
         res = json.loads((out / f"{setting}.json").read_text())
         assert res["seeds"] == [0, 1] and res["environment"]["1"]["versions"]["torch"]
+        # each seed's command and wall time (no separate run.json)
+        assert res["runs"]["1"]["command"] == "python benchmarks/run_all.py " + " ".join(args)
+        assert res["runs"]["0"]["seconds"] > 0 and not (out / "run.json").exists()
         assert set(res["methods"]) == {"retain_ft", "retain_ft/lora", "broken"}
         assert res["methods"]["broken"]["n_seeds"] == 0
         assert res["methods"]["broken"]["errors"] == ["RuntimeError: this method always fails"] * 2
@@ -244,6 +247,35 @@ def test_eco_vllm_tofu_requests_are_forget01_and_the_retain_authors_paraphrases(
     assert len(mix) == 50 and sum(is_forget for _, is_forget in mix) == 5
     paraphrases = set(forget["paraphrased_question"])
     assert all((any(q in p for q in paraphrases)) == is_forget for p, is_forget in mix)
+
+
+def test_eco_vllm_seed_record_counts_flag_misses_false_flags_and_changed_answers():
+    eco_vllm = load_benchmark("eco_vllm")
+    mix = [("f", True), ("r1", False), ("r2", False)]
+
+    def run(rps, responses, ids=("a", "b", "c"), failed=0):
+        return {"requests_per_s": rps, "tokens_per_s": 10 * rps, "latency_p50_ms": 1.0, "latency_p95_ms": 2.0,
+                "failed": failed, "ids": list(ids), "responses": responses}  # fmt: skip
+
+    ref = [{"text": "x", "guarded": False}, {"text": "y", "guarded": False}, {"text": "z", "guarded": False}]
+    runs = {
+        "unguarded": [run(10.0, ref), run(12.0, ref, ids=("a", "a", "c")), run(14.0, ref)],
+        "guarded": [
+            run(9.0, [{"text": "?", "guarded": True}, ref[1], ref[2]]),
+            # forget prompt missed, one retain prompt flagged, one retain answer changed, one unanswered
+            run(6.0, [ref[0], {"text": "?", "guarded": True}, {"text": "w", "guarded": False}], failed=1),
+            run(12.0, [{"text": "?", "guarded": True}, None, ref[2]]),
+        ],
+    }
+    alone = {"guard_ms_per_prompt_alone": 0.5, "guard_ms_per_prompt_alone_encoder_on_every_prompt": 4.0}
+    record = eco_vllm.seed_result(3, runs, mix, alone, {"screen": 2})
+    assert record["throughput_ratio_guarded_over_unguarded"] == pytest.approx(9.0 / 12.0)  # medians
+    assert record["guarded_tokens_per_s"] == 90.0 and record["guard_ms_per_prompt_alone"] == 0.5
+    assert record["checks"] == {
+        "failed_requests": 1, "duplicate_ids": 1, "unanswered": 1, "retain_mismatches": 1,
+        "forget_flag_misses": 1, "retain_flagged": 1,
+    }  # fmt: skip
+    assert "responses" not in record["runs"]["guarded"][0]  # the answers stay out of the results file
 
 
 def test_tuning_forgets_validation_people_disjoint_from_the_reported_forget_set(small_splits):
