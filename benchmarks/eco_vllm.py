@@ -4,7 +4,9 @@ One vLLM async engine serves two apps on 127.0.0.1: the guarded server and the s
 The same request list (default 500 requests, 90 % retain questions / 10 % forget questions, paraphrased, greedy,
 16 concurrent clients using the real ``openai`` async client) goes to each, alternating, for ``--rounds`` rounds.
 Reported per run and as medians over the rounds: throughput (requests/s, generated tokens/s), p50/p95 latency, and
-the guarded/unguarded ratio of median throughputs (target >= 0.90). The guard's decision cache is switched off,
+the guarded/unguarded ratio of median throughputs (target >= 0.90). Each of ``--seeds`` (default 0 1 2) draws its own
+request list and runs all the rounds again on the same engine; the JSON holds every seed's runs under ``per_seed``
+and the mean ± sd over the seeds of the ratio, the medians and the guard's own cost. The guard's decision cache is switched off,
 so every guarded request pays for its classification. Load-test checks on every run: no failed request, every
 request answered exactly once (unique response ids, one answer per request), retain answers identical to the
 unguarded server's, and how many forget prompts the classifier missed / retain prompts it flagged.
@@ -38,8 +40,6 @@ import argparse
 import asyncio
 import logging
 import math
-import os
-import platform
 import random
 import statistics
 import sys
@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_all  # noqa: E402  (the TOFU slice of real_model.py)
 
 
 def request_sources(data_dir: Path | None, tofu_dir: Path | None, retain_authors: int):
@@ -54,10 +56,7 @@ def request_sources(data_dir: Path | None, tofu_dir: Path | None, retain_authors
     the paraphrased questions of the first and the third (``data_dir``'s ``forget.jsonl`` / ``retain.jsonl``, or
     the TOFU slice of ``tofu_dir``: see the module docstring)."""
     if tofu_dir is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from run_all import tofu_splits
-
-        data = tofu_splits(tofu_dir, "forget01", 2, retain_authors, "forget01")
+        data = run_all.tofu_splits(tofu_dir, "forget01", 2, retain_authors, "forget01")
         return data["forget"], data["retain"], data["retain_perturbed"]
     from hf_unlearn.data.loading import load_rows
 
@@ -128,6 +127,64 @@ def summary(run: dict) -> dict:
     return {k: v for k, v in run.items() if k not in ("ids", "responses")}
 
 
+def guard_ms_per_prompt(guard, ids: list[list[int]], batch: int) -> float:
+    """The guard alone, as the server calls it: batches of up to ``batch`` prompts as token ids."""
+    t0 = time.perf_counter()
+    for start in range(0, len(ids), batch):
+        guard.guard_batch(ids[start : start + batch])
+    return 1000 * (time.perf_counter() - t0) / len(ids)
+
+
+def load_checks(runs: dict[str, list[dict]], mix: list[tuple[str, bool]]) -> dict:
+    """Load-test accounting over every run: failures, duplicate ids, unanswered requests, and on the guarded
+    server the forget prompts it did not flag, the retain prompts it flagged and the unflagged retain answers
+    that differ from the first unguarded run's."""
+    checks = dict.fromkeys(
+        ("failed_requests", "duplicate_ids", "unanswered", "retain_mismatches", "forget_flag_misses",
+         "retain_flagged"),
+        0,
+    )  # fmt: skip
+    reference = runs["unguarded"][0]["responses"]
+    for name, name_runs in runs.items():
+        for run in name_runs:
+            checks["failed_requests"] += run["failed"]
+            checks["duplicate_ids"] += len(run["ids"]) - len(set(run["ids"]))
+            checks["unanswered"] += sum(r is None for r in run["responses"])
+            if name != "guarded":
+                continue
+            for (_, is_forget), got, ref in zip(mix, run["responses"], reference):
+                if got is None or ref is None:
+                    continue
+                if is_forget:
+                    checks["forget_flag_misses"] += not got["guarded"]
+                else:
+                    checks["retain_flagged"] += got["guarded"]
+                    checks["retain_mismatches"] += (not got["guarded"]) and got["text"] != ref["text"]
+    return checks
+
+
+def seed_result(seed: int, runs: dict[str, list[dict]], mix, guard_alone: dict, decisions: dict) -> dict:
+    """One seed's record: its flat figures (what is averaged over seeds), runs, medians and checks."""
+    median = {
+        name: {
+            key: statistics.median(r[key] for r in name_runs)
+            for key in ("requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms")
+        }
+        for name, name_runs in runs.items()
+    }
+    return {
+        "seed": seed,
+        "throughput_ratio_guarded_over_unguarded": median["guarded"]["requests_per_s"]
+        / median["unguarded"]["requests_per_s"],
+        **{f"{name}_{key}": value for name, values in median.items() for key, value in values.items()},
+        **guard_alone,
+        "median_over_rounds": median,
+        "checks": load_checks(runs, mix),
+        "classifier_decisions_in_guarded_runs": decisions,
+        "runs": {name: [summary(r) for r in name_runs] for name, name_runs in runs.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -180,9 +237,18 @@ def main(argv: list[str] | None = None) -> int:
         "--max_tokens", "--max-tokens", type=int, default=16, help="max_tokens of each request."
     )
     parser.add_argument(
-        "--rounds", type=int, default=8, help="Rounds per server, in ABBA order; medians are reported."
+        "--rounds",
+        type=int,
+        default=8,
+        help="Rounds per server and seed, in ABBA order; medians are reported.",
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the request mix.")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="Seeds of the request mix (each draws its own request list and runs every round); mean ± sd.",
+    )
     parser.add_argument(
         "--out",
         default=str(ROOT / "benchmarks" / "results" / "eco_vllm.json"),
@@ -199,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from hf_unlearn.eco.guard import ECOGuard, GuardConfig, input_embedding_weight
     from hf_unlearn.io import write_json_atomic
     from hf_unlearn.packaged import resolve_model_source
+    from hf_unlearn.seeds import aggregate_rows, environment
     from hf_unlearn.serving.app import openai_app, serving_in_thread
     from hf_unlearn.serving.backends import VLLMBackend
     from hf_unlearn.serving.loadtest import load_test
@@ -221,23 +288,23 @@ def main(argv: list[str] | None = None) -> int:
         guard = ECOGuard(classifier, tokenizer, GuardConfig(subjects=subjects), embedding_weight=weight)
     guard.cache_size = 0  # every request is classified: no help from the guard's decision cache
     guard_seconds = time.perf_counter() - t0
-    mix = request_mix(forget, served_retain, tokenizer, args.requests, args.forget_share, args.seed)
-    prompts = [p for p, _ in mix]
+    mixes = {
+        s: request_mix(forget, served_retain, tokenizer, args.requests, args.forget_share, s)
+        for s in args.seeds
+    }
 
-    # the guard alone, as the server calls it (batches of up to --concurrency prompts, as token ids), with the
-    # classifier's cascade and with the encoder on every prompt (the screen switched off)
-    ids = [encode_text(tokenizer, p) for p in prompts]
-
-    def guard_ms_per_prompt() -> float:
-        t0 = time.perf_counter()
-        for start in range(0, len(ids), args.concurrency):
-            guard.guard_batch(ids[start : start + args.concurrency])
-        return 1000 * (time.perf_counter() - t0) / len(ids)
-
-    screen, guard.classifier.screen = guard.classifier.screen, None
-    encoder_only_ms = guard_ms_per_prompt()
-    guard.classifier.screen = screen
-    cascade_ms = guard_ms_per_prompt()
+    # the guard alone, before the engine starts: with the classifier's cascade and with the encoder on every
+    # prompt (the screen switched off)
+    guard_alone = {}
+    for seed, mix in mixes.items():
+        ids = [encode_text(tokenizer, p) for p, _ in mix]
+        screen, guard.classifier.screen = guard.classifier.screen, None
+        encoder_only_ms = guard_ms_per_prompt(guard, ids, args.concurrency)
+        guard.classifier.screen = screen
+        guard_alone[seed] = {
+            "guard_ms_per_prompt_alone": guard_ms_per_prompt(guard, ids, args.concurrency),
+            "guard_ms_per_prompt_alone_encoder_on_every_prompt": encoder_only_ms,
+        }
 
     t0 = time.perf_counter()
     backend = VLLMBackend.start(args.model, args.tokenizer, max_model_len=512)
@@ -247,92 +314,62 @@ def main(argv: list[str] | None = None) -> int:
         "unguarded": GuardedServer(backend, tokenizer, None, "model", limits),
         "guarded": GuardedServer(backend, tokenizer, guard, "model", limits),
     }
-    runs: dict[str, list[dict]] = {"unguarded": [], "guarded": []}
+    per_seed = []
     try:
         with serving_in_thread([openai_app(s) for s in servers.values()]) as addresses:
             urls = dict(zip(servers, addresses))
-            for url in urls.values():  # warm-up: first requests pay one-off costs (classifier, caches)
-                asyncio.run(load_test(url, "model", prompts[:64], args.concurrency, args.max_tokens))
-            guard.classifier.counts.clear()  # from here: which cascade step decided each guarded prompt
-            for round_ in range(args.rounds):  # ABBA order: neither variant always runs first
-                for name, url in list(urls.items())[:: 1 if round_ % 2 == 0 else -1]:
-                    runs[name].append(
-                        asyncio.run(load_test(url, "model", prompts, args.concurrency, args.max_tokens))
-                    )
+            for seed, mix in mixes.items():
+                prompts = [p for p, _ in mix]
+                for url in urls.values():  # warm-up: first requests pay one-off costs (classifier, caches)
+                    asyncio.run(load_test(url, "model", prompts[:64], args.concurrency, args.max_tokens))
+                guard.classifier.counts.clear()  # from here: which cascade step decided each guarded prompt
+                runs: dict[str, list[dict]] = {"unguarded": [], "guarded": []}
+                for round_ in range(args.rounds):  # ABBA order: neither variant always runs first
+                    for name, url in list(urls.items())[:: 1 if round_ % 2 == 0 else -1]:
+                        runs[name].append(
+                            asyncio.run(load_test(url, "model", prompts, args.concurrency, args.max_tokens))
+                        )
+                per_seed.append(
+                    seed_result(seed, runs, mix, guard_alone[seed], dict(guard.classifier.counts))
+                )
+                print(
+                    f"seed {seed}: guarded/unguarded throughput "
+                    f"{per_seed[-1]['throughput_ratio_guarded_over_unguarded']:.3f}; checks {per_seed[-1]['checks']}"
+                )
     finally:
         backend.shutdown()
 
-    # load-test accounting, on every run
-    checks = {
-        "failed_requests": 0,
-        "duplicate_ids": 0,
-        "unanswered": 0,
-        "retain_mismatches": 0,
-        "forget_flag_misses": 0,
-        "retain_flagged": 0,
-    }
-    reference = runs["unguarded"][0]["responses"]
-    for name, name_runs in runs.items():
-        for run in name_runs:
-            checks["failed_requests"] += run["failed"]
-            checks["duplicate_ids"] += len(run["ids"]) - len(set(run["ids"]))
-            checks["unanswered"] += sum(r is None for r in run["responses"])
-            if name != "guarded":
-                continue
-            for (_, is_forget), got, ref in zip(mix, run["responses"], reference):
-                if got is None or ref is None:
-                    continue
-                if is_forget:
-                    checks["forget_flag_misses"] += not got["guarded"]
-                else:
-                    checks["retain_flagged"] += got["guarded"]
-                    checks["retain_mismatches"] += (not got["guarded"]) and got["text"] != ref["text"]
-    median = {
-        name: {
-            key: statistics.median(r[key] for r in name_runs)
-            for key in ("requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms")
-        }
-        for name, name_runs in runs.items()
-    }
+    flat = [{k: v for k, v in r.items() if k != "seed"} for r in per_seed]
     result = {
         "model": shown_model if shown_model.startswith("packaged:") else str(shown_path(args.model)),
         "requests_from": f"TOFU forget01 slice, {args.tofu_retain_authors} retain authors"
         if args.tofu_dir
         else str(shown_path(args.data)),
         "model_parameters_m": round(model_parameters(args.model) / 1e6, 2),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
         "requests": args.requests,
         "concurrency": args.concurrency,
         "forget_share": args.forget_share,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
+        "seeds": args.seeds,
         "guard_setup_s": round(guard_seconds, 1),
         "engine_start_s": round(engine_seconds, 1),
-        "guard_ms_per_prompt_alone": round(cascade_ms, 2),
-        "guard_ms_per_prompt_alone_encoder_on_every_prompt": round(encoder_only_ms, 2),
-        "classifier_decisions_in_guarded_runs": dict(guard.classifier.counts),
-        "runs": {name: [summary(r) for r in name_runs] for name, name_runs in runs.items()},
-        "median_over_rounds": median,
-        "throughput_ratio_guarded_over_unguarded": median["guarded"]["requests_per_s"]
-        / median["unguarded"]["requests_per_s"],
+        **aggregate_rows(flat),
         "target_ratio": 0.90,
-        "checks": checks,
+        # every seed's checks added up: each must stay 0 apart from the classifier's misses and false flags
+        "checks": {key: sum(r["checks"][key] for r in per_seed) for key in per_seed[0]["checks"]},
+        "per_seed": per_seed,
+        "environment": environment(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, result)
-    for name, name_runs in runs.items():
-        for r in name_runs:
-            print(
-                f"{name:>9}: {r['requests_per_s']:.1f} req/s, {r['tokens_per_s']:.0f} tok/s, p50 {r['latency_p50_ms']:.0f} ms, p95 {r['latency_p95_ms']:.0f} ms, failed {r['failed']}"
-            )
     print(
-        f"guarded/unguarded throughput: {result['throughput_ratio_guarded_over_unguarded']:.3f}; checks: {checks}"
-    )
-    print(
-        f"guard alone: {cascade_ms:.2f} ms per prompt with the classifier's cascade, {encoder_only_ms:.2f} ms with "
-        f"the encoder on every prompt (batches of {args.concurrency}); decisions in the guarded runs: "
-        f"{dict(guard.classifier.counts)}"
+        f"guarded/unguarded throughput: {result['throughput_ratio_guarded_over_unguarded_mean']:.3f} ± "
+        f"{result['throughput_ratio_guarded_over_unguarded_sd'] or 0:.3f} over seeds {args.seeds}; "
+        f"guard alone {result['guard_ms_per_prompt_alone_mean']:.2f} ms per prompt with the cascade, "
+        f"{result['guard_ms_per_prompt_alone_encoder_on_every_prompt_mean']:.2f} ms with the encoder on every "
+        f"prompt; checks over every seed: {result['checks']}"
     )
     print(f"wrote {out}")
     return 0
