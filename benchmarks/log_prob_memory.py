@@ -7,9 +7,10 @@ a backward that builds the logits' gradient one sequence at a time (autograd thr
 higher than the full log-softmax once the backward is included: 501 vs 381 MiB in fp32). Each arm runs in a fresh process: a 2-layer Llama (hidden 64) with a 49152-token vocabulary
 (SmolLM2's) takes a batch of 8 x 64 tokens, and the gradient-ascent loss is computed on its sequence log-probs,
 with autograd on (what a training step keeps) and optionally the backward pass. The figure is the rise of the
-process's peak resident memory (``ru_maxrss``) over the model and batch, in MiB.
+process's peak resident memory (``ru_maxrss``) over the model and batch, in MiB. Each seed draws the model's
+initialisation and the batch; every figure is the mean ± sd over the seeds (``per_seed`` keeps each run).
 
-    OMP_NUM_THREADS=1 python benchmarks/log_prob_memory.py    # writes benchmarks/results/log_prob_memory.json
+    OMP_NUM_THREADS=1 python benchmarks/log_prob_memory.py    # seeds 0 1 2 -> benchmarks/results/log_prob_memory.json
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from hf_unlearn.data.formats import IGNORE_INDEX
 from hf_unlearn.io import write_json_atomic
 from hf_unlearn.losses import ga_loss, sequence_log_probs
+from hf_unlearn.seeds import aggregate_rows, environment
 
 RESULTS = Path(__file__).resolve().parent / "results" / "log_prob_memory.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -45,11 +47,11 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(arm: str, dtype: str, backward: bool, vocab: int, batch: int, tokens: int) -> dict:
+def measure(arm: str, dtype: str, backward: bool, vocab: int, batch: int, tokens: int, seed: int) -> dict:
     """One arm in this process: ``{"peak_rise_mib": ..., "loss": ...}``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=64,
@@ -88,32 +90,65 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype", choices=sorted(DTYPES), default="float32", help="Model dtype (with --arm)."
     )
     parser.add_argument("--backward", action="store_true", help="Include the backward pass (with --arm).")
+    parser.add_argument("--seed", type=int, default=0, help="Initialisation and batch seed (with --arm).")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds of the full run; mean ± sd over them."
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
     args = parser.parse_args(argv)
     shape = ["--vocab", str(args.vocab), "--batch", str(args.batch), "--tokens", str(args.tokens)]
     if args.arm:
-        print(json.dumps(measure(args.arm, args.dtype, args.backward, args.vocab, args.batch, args.tokens)))
+        measured = measure(
+            args.arm, args.dtype, args.backward, args.vocab, args.batch, args.tokens, args.seed
+        )
+        print(json.dumps(measured))
         return 0
     rows = []
     for dtype in ("float32", "bfloat16"):
         for backward in (False, True):
-            row = {"dtype": dtype, "step": "forward+loss+backward" if backward else "forward+loss"}
-            for arm in ("before", "after"):
-                cmd = [sys.executable, __file__, "--arm", arm, "--dtype", dtype, *shape]
-                out = subprocess.run(
-                    cmd + ["--backward"] * backward, capture_output=True, text=True, check=True
-                )
-                row[arm] = json.loads(out.stdout.strip().splitlines()[-1])
+            per_seed = []
+            for seed in args.seeds:
+                run = {"seed": seed}
+                for arm in ("before", "after"):
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--arm",
+                        arm,
+                        "--dtype",
+                        dtype,
+                        "--seed",
+                        str(seed),
+                        *shape,
+                    ]
+                    out = subprocess.run(
+                        cmd + ["--backward"] * backward, capture_output=True, text=True, check=True
+                    )
+                    for key, value in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                        run[f"{arm}_{key}"] = value
+                run["saved_mib"] = run["before_peak_rise_mib"] - run["after_peak_rise_mib"]
+                per_seed.append(run)
+            row = {
+                "dtype": dtype,
+                "step": "forward+loss+backward" if backward else "forward+loss",
+                **aggregate_rows([{k: v for k, v in r.items() if k != "seed"} for r in per_seed]),
+                "per_seed": per_seed,
+            }
             rows.append(row)
-            print(json.dumps(row))
-    logits_mib = args.batch * args.tokens * args.vocab * 4 / 2**20
+            print(
+                f"{dtype} {row['step']}: before {row['before_peak_rise_mib_mean']:.1f} MiB, after "
+                f"{row['after_peak_rise_mib_mean']:.1f} ± {row['after_peak_rise_mib_sd'] or 0:.1f} MiB"
+            )
     write_json_atomic(
-        RESULTS,
+        args.out,
         {
             "vocab": args.vocab,
             "batch": args.batch,
             "tokens": args.tokens,
-            "fp32_logits_mib": logits_mib,
+            "fp32_logits_mib": args.batch * args.tokens * args.vocab * 4 / 2**20,
+            "seeds": args.seeds,
             "rows": rows,
+            "environment": environment(),
         },
     )
     return 0
