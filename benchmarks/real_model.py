@@ -168,8 +168,9 @@ def run(args) -> dict:
     data = tofu_splits(args.tofu_dir, "forget01", args.holdout_authors, args.retain_authors, "forget01")
     scored = eval_data(data, args.eval_rows, args.seed)
     eval_config = EvalConfig(
-        batch_size=16, relearn_steps=5, relearn_batch_size=8, relearn_learning_rate=1e-4, seed=args.seed
-    )
+        batch_size=16, relearn_steps=5, relearn_batch_size=8, relearn_learning_rate=1e-4, mapping_steps=10,
+        seed=args.seed,
+    )  # fmt: skip
     config = {
         "model": args.model, "seed": args.seed, "retain_authors": args.retain_authors,
         "holdout_authors": args.holdout_authors, "eval_rows": args.eval_rows,
@@ -228,7 +229,10 @@ def run(args) -> dict:
         results["gold"] = _row(row, trained["gold"]["seconds"], epochs=trained["gold"]["epochs"])
         save()
     ref = read_json(reference_file)
-    reference = Reference(np.asarray(ref["forget_truth_ratios"]), ref["mia_auc"], ref["relearn"])
+    # a reference cached before the mapping attack existed has no "mapping" key
+    reference = Reference(
+        np.asarray(ref["forget_truth_ratios"]), ref["mia_auc"], ref["relearn"], ref.get("mapping")
+    )
     for name, model_dir in (("base", base_dir), ("full", work / "full")):
         if name not in results:
             logger.info("scoring %s", name)

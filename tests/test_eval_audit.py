@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn.cli.main import main as cli_main
 from hf_unlearn.evaluation.mia import attack_auc, attack_scores, min_k_plus_plus, next_token_moments
-from hf_unlearn.evaluation.probes import quantization_attack, quantized_copy, relearn_attack
+from hf_unlearn.evaluation.probes import mapping_attack, quantization_attack, quantized_copy, relearn_attack
 from hf_unlearn.evaluation.qa import text_token_scores
 from hf_unlearn.evaluation.suite import (
     GENERATION_CAP,
@@ -141,6 +141,28 @@ def test_relearning_attack_reports_probability_and_rouge_with_a_control(memorise
     assert forget["rouge_before"] > control["rouge_before"] + 0.3
 
 
+def test_mapping_attack_raises_the_answer_probability_within_its_budget(gold_model_dir, small_splits):
+    """The retrained model never saw the forget answers; a bounded perturbation of the questions' embeddings
+    still pushes them up (that is the chance level a method is compared with), more with a larger budget, and
+    not at all with a vanishing one. Margins: seed 0 gave +0.08 (budget 0.05) and +0.36 (0.2)."""
+    model, tok = load(gold_model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    forget = small_splits["forget"]
+    small = mapping_attack(model, tok, forget, budget=0.05, steps=20)
+    large = mapping_attack(model, tok, forget, budget=0.2, steps=20)
+    tiny = mapping_attack(model, tok, forget, budget=1e-6, steps=5)
+    assert small["prob_before"] == pytest.approx(large["prob_before"])  # the unperturbed scores
+    assert small["prob_recovery"] > 0.02 and large["prob_recovery"] > small["prob_recovery"] + 0.05
+    assert (
+        large["recovery"] == pytest.approx(large["em_after"] - large["em_before"]) and large["em_after"] > 0
+    )
+    assert abs(tiny["prob_recovery"]) < 1e-3 and tiny["recovery"] == 0
+    assert large["radius"] == pytest.approx(4 * small["radius"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is untouched
+    with pytest.raises(ValueError, match="mapping attack needs"):
+        mapping_attack(model, tok, forget, budget=0.0)
+
+
 def test_quantization_attack_reloads_the_weights(memorised_model_dir, small_splits):
     model, tok = load(memorised_model_dir)
     result = quantization_attack(model, tok, small_splits["forget"], bits=(8, 4), max_new_tokens=16)
@@ -201,9 +223,14 @@ def test_gold_free_eval_on_plain_qa_files_uses_exactly_those(
     from hf_unlearn.hub.card import flat_metrics
 
     card_metrics = flat_metrics(out / "results.json")
-    assert {"quant8_forget_em", "quant4_forget_em", "mia_auc_min_k_pp", "relearn_control_recovery"} <= set(
-        card_metrics
-    )
+    assert {
+        "quant8_forget_em",
+        "quant4_forget_em",
+        "mia_auc_min_k_pp",
+        "relearn_control_recovery",
+        "mapping_recovery",
+        "mapping_control_recovery_prob",
+    } <= set(card_metrics)
 
 
 def test_train_tokenizer_extra_files_put_holdout_names_on_the_same_footing(small_splits, tmp_path):

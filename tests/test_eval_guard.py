@@ -92,13 +92,19 @@ def test_eco_demo_row_reports_weights_and_api_views(
     full_row, _ = evaluate_model(full, tok, small_splits, reference, config, progress=False)
     wrapper, extra = eco_demo(memorised_model_dir, small_splits, tmp_path / "guard", seed=0)
     row, _ = evaluate_model(wrapper, tok, small_splits, reference, config, progress=False)
-    for key in ("forget_em", "retain_em", "mia_auc", "forget_quality", "model_utility", "relearn_recovery"):
+    for key in ("forget_em", "retain_em", "mia_auc", "forget_quality", "model_utility", "relearn_recovery",
+                "mapping_recovery_prob"):  # fmt: skip
         assert row[key] == pytest.approx(full_row[key]), key  # ECO leaves the weights alone
+    # the retrained model's numbers under the same attacks sit beside each model's own
+    assert row["details"]["mapping"]["retrained_prob_recovery"] == reference.mapping["prob_recovery"]
+    assert row["details"]["relearn"]["retrained_recovery"] == reference.relearn["recovery"]
     assert abs(row["privleak"] - full_row["privleak"]) <= 2
     for key in ("forget_em", "privleak", "mia_auc", "forget_quality", "model_utility", "retain_em"):
         assert f"{key}_api" in row, key
     assert row["forget_em_api"] < row["forget_em"] - 0.3  # the guard blocks the forget answers
     assert row["retain_em_api"] > row["retain_em"] - 0.2  # and lets retain questions through
-    assert not any(k.startswith(("relearn", "quant")) and k.endswith("_api") for k in row)  # weights only
+    assert not any(
+        k.startswith(("relearn", "mapping", "quant")) and k.endswith("_api") for k in row
+    )  # weights
     names = [n for n, _ in result_rows({"methods": {"eco": {**row, **extra}}})]
     assert names == ["eco (weights)", "eco (API)"]

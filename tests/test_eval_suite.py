@@ -200,6 +200,8 @@ def test_evaluate_model_reports_what_the_data_allows(memorised_model_dir, small_
     not_computed = row["details"]["not_computed"]
     assert "does not occur" in not_computed["forget_perturbed_question_rouge"]
     assert "no perturbed_answer" in not_computed["model_utility"] and "holdout" in not_computed["privleak"]
+    assert row["mapping_recovery"] is not None and row["mapping_control_recovery"] is None
+    assert "holdout" in not_computed["mapping_control_recovery"]
     assert row["knowmem_forget"] > 0.9 and row["retain_em"] > 0.9
     with pytest.raises(ValueError, match="missing \\['retain'\\]"):
         evaluate_model(model, tok, {"forget": splits["forget"]})

@@ -47,6 +47,20 @@ class EvalConfig:
         default=1e-3, metadata={"help": "Relearning attack: AdamW learning rate."}
     )
     relearn_batch_size: int = field(default=16, metadata={"help": "Relearning attack: rows per step."})
+    mapping_steps: int = field(
+        default=20,
+        metadata={
+            "help": "Mapping attack: projected gradient steps on each question's token embeddings towards its "
+            "answer, on the forget set and on the holdout set as the control (0 = skip)."
+        },
+    )
+    mapping_budget: float = field(
+        default=0.05,
+        metadata={
+            "help": "Mapping attack: largest perturbation per prompt token, as a fraction of the mean norm of the "
+            "input-embedding rows (L2)."
+        },
+    )
     quant_bits: list[int] = field(
         default_factory=lambda: [8, 4],
         metadata={

@@ -8,7 +8,10 @@ few steps of fine-tuning?
   much of the *other* half comes back (exact match, answer probability, ROUGE), compared with the same attack on
   held-out people (the gold-free control) and on the retrained model;
 - quantization attack (Zhang et al., ICLR 2025): reload the weights in 8-bit and 4-bit (bitsandbytes) and
-  re-measure the forget set; quantization can undo an unlearning update that is smaller than its rounding.
+  re-measure the forget set; quantization can undo an unlearning update that is smaller than its rounding;
+- mapping attack (in the spirit of UMA, "Verifying Robust Unlearning", 2025): a small, bounded perturbation of the
+  question's token embeddings, optimised per question to bring the forgotten answer back; the same attack on the
+  retrained model, or on held-out people, is the chance level.
 
 The attacks that change or reload weights act on the *weights*, as an attacker holding them would: an ECO
 ``GuardedModel`` is unwrapped (its ``unguarded`` model) first.
@@ -20,14 +23,16 @@ import copy
 import logging
 import random
 import tempfile
+from collections import defaultdict
 
 import torch
 from datasets import Dataset
 
 from hf_unlearn.data.forget_retain import PaddingCollator
-from hf_unlearn.data.formats import tokenize_qa
+from hf_unlearn.data.formats import IGNORE_INDEX, tokenize_qa
 from hf_unlearn.evaluation.metrics import mean, normalised_prob, rouge_l
 from hf_unlearn.evaluation.qa import generate_answers, score_answers
+from hf_unlearn.losses import token_log_probs
 
 QUANT_BITS = (8, 4)
 
@@ -226,4 +231,85 @@ def _quantized_forget_scores(model, tokenizer, forget, bits, batch_size, max_new
     return {
         f"quant{bits}_forget_em": em.mean().item(),
         f"quant{bits}_forget_rouge": mean(rouge_l(p, a)["recall"] for p, a in zip(answers, forget["answer"])),
+    }
+
+
+def mapping_attack(
+    model, tokenizer, rows: Dataset, budget: float = 0.1, steps: int = 20, batch_size: int = 64
+) -> dict[str, float]:
+    """Per-question projected gradient ascent on the prompt's token embeddings of the weights of ``model`` (a
+    guard is unwrapped, see :func:`weights_of`): each prompt position gets a perturbation ``delta`` with
+    ``||delta||_2 <= budget x`` the mean norm of the input-embedding rows, moved ``steps`` times by a normalised
+    gradient step of ``2.5 x radius / steps`` (Madry et al.'s step size) towards a higher teacher-forced
+    log-probability of the row's answer, then projected back onto the ball. Answer tokens are never perturbed.
+    ``model`` is left unchanged.
+
+    Returns:
+        ``em_before`` / ``em_after`` (teacher-forced exact match without / with the perturbation), ``recovery``
+        (their difference), ``prob_before`` / ``prob_after`` / ``prob_recovery`` (length-normalised answer
+        probability) and ``radius`` (the budget in embedding units).
+
+    Raises:
+        ValueError: ``rows`` is empty, ``budget`` <= 0 or ``steps`` < 1.
+    """
+    if len(rows) == 0 or budget <= 0 or steps < 1:
+        raise ValueError(
+            f"A mapping attack needs >= 1 row, budget > 0 and steps >= 1; got {len(rows)} rows, "
+            f"budget {budget}, {steps} steps."
+        )
+    model = weights_of(model)
+    was_training = model.training
+    model.eval()
+    embed = model.get_input_embeddings()
+    radius = float(budget * embed.weight.detach().float().norm(dim=-1).mean())
+    collate = PaddingCollator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    qa_rows = [tokenize_qa(tokenizer, q, a) for q, a in zip(rows["question"], rows["answer"])]
+    scores: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for start in range(0, len(qa_rows), batch_size):
+        batch = {k: v.to(device) for k, v in collate(qa_rows[start : start + batch_size]).items()}
+        for key, value in _mapped_batch(model, embed, batch, radius, steps).items():
+            scores[key].append(value.cpu())
+    model.train(was_training)
+    got = {k: torch.cat(v) for k, v in scores.items()}
+    out = {"radius": radius}
+    for when in ("before", "after"):
+        out[f"em_{when}"] = got[f"em_{when}"].mean().item()
+        out[f"prob_{when}"] = float(normalised_prob(got[f"lp_{when}"], got["n"]).mean())
+    out["recovery"] = out["em_after"] - out["em_before"]
+    out["prob_recovery"] = out["prob_after"] - out["prob_before"]
+    return out
+
+
+def _answer_scores(model, inputs_embeds, attention_mask, labels):
+    """Teacher-forced ``(summed answer log-prob, exact match, answer tokens)`` per row of embedded inputs."""
+    logits = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+    logps, mask = token_log_probs(logits, labels)
+    hits = (logits[:, :-1].argmax(-1) == labels[:, 1:]) | ~mask
+    return logps.sum(-1), hits.all(-1).float(), mask.sum(-1)
+
+
+def _mapped_batch(model, embed, batch, radius: float, steps: int) -> dict[str, torch.Tensor]:
+    """:func:`mapping_attack` on one padded batch: the scores before and after ``steps`` projected steps."""
+    labels, attention = batch["labels"], batch["attention_mask"]
+    base = embed(batch["input_ids"]).detach()
+    prompt = ((labels == IGNORE_INDEX) & attention.bool()).unsqueeze(-1).to(base.dtype)  # (B, T, 1)
+    delta = torch.zeros_like(base, requires_grad=True)
+    with torch.no_grad():
+        lp_before, em_before, n = _answer_scores(model, base, attention, labels)
+    for _ in range(steps):
+        with torch.enable_grad():
+            log_prob = _answer_scores(model, base + delta * prompt, attention, labels)[0]
+            (grad,) = torch.autograd.grad(log_prob.sum(), delta)
+        with torch.no_grad():
+            delta += (2.5 * radius / steps) * grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta *= (radius / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+    with torch.no_grad():
+        lp_after, em_after, _ = _answer_scores(model, base + delta * prompt, attention, labels)
+    return {
+        "em_before": em_before,
+        "em_after": em_after,
+        "lp_before": lp_before,
+        "lp_after": lp_after,
+        "n": n,
     }

@@ -86,7 +86,7 @@ SUMMARY_AXES = {
 
 
 # The gold-free audit (hf-unlearn eval without --retain_model computes these too): membership AUCs against the
-# holdout people, the relearning attack against its held-out control, the quantization attack.
+# holdout people, the relearning and mapping attacks against their held-out controls, the quantization attack.
 AUDIT_COLUMNS = (
     "mia_auc_min_k",
     "mia_auc_min_k_pp",
@@ -100,6 +100,8 @@ AUDIT_COLUMNS = (
     "relearn_control_recovery",
     "relearn_control_recovery_prob",
     "relearn_control_recovery_rouge",
+    "mapping_recovery",
+    "mapping_control_recovery",
     "forget_em",
     "quant8_forget_em",
     "quant4_forget_em",

@@ -22,6 +22,7 @@ and the same metrics through the guard (black-box: what the served API answers) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from hf_unlearn.evaluation.metrics import forget_quality, mean, model_utility, p
 from hf_unlearn.evaluation.mia import PRIVLEAK_ATTACK, attack_auc, attack_scores
 from hf_unlearn.evaluation.muse import verbmem
 from hf_unlearn.evaluation.probes import (
+    mapping_attack,
     perturbed_questions,
     quantization_attack,
     relearn_attack,
@@ -62,6 +64,7 @@ class Reference:
     forget_truth_ratios: np.ndarray | None
     mia_auc: dict[str, float]
     relearn: dict[str, float] | None
+    mapping: dict[str, float] | None = None
 
 
 def _check(splits: Mapping[str, Dataset]) -> None:
@@ -173,6 +176,7 @@ def evaluate_model(
         The result row (``forget_quality``, ``model_utility``, ``verbmem_forget``, ``knowmem_forget``,
         ``knowmem_retain``, ``privleak``, ``mia_auc`` and ``mia_auc_{min_k,min_k_pp,loss,zlib}``, the
         relearning keys ``relearn_recovery[_prob|_rouge]`` and ``relearn_control_recovery[_prob|_rouge]``,
+        the mapping-attack keys ``mapping_recovery[_prob]`` and ``mapping_control_recovery[_prob]``,
         ``quant{8,4}_forget_{em,rouge}``, per-split ``{split}_em`` / ``_rouge`` / ``_prob`` / ``_truth_ratio``,
         probe keys, ``*_api`` keys for a guarded model, and ``details``), and this model's own
         :class:`Reference` statistics.
@@ -197,7 +201,8 @@ def evaluate_model(
 def _score(
     model, tokenizer, splits, reference, config, progress, gold_free, attacks
 ) -> tuple[dict, Reference]:
-    """One view of :func:`evaluate_model`; ``attacks`` adds the weight attacks (relearning, quantization)."""
+    """One view of :func:`evaluate_model`; ``attacks`` adds the weight attacks (relearning, mapping,
+    quantization)."""
     max_new_tokens = generation_length(tokenizer, splits, config)
     kw = {"batch_size": config.batch_size, "max_new_tokens": max_new_tokens}
     wanted, utility_reason = utility_sets(splits)
@@ -337,37 +342,29 @@ def _score(
             row["forget_perturbed_question_rouge"] = mean(
                 rouge_l(p, a)["recall"] for p, a in zip(answers, forget_ds["answer"])
             )
-    relearn = None
+    relearn = mapping = None
     if attacks:
         relearn = _relearn(
             model, tokenizer, splits, reference, gold_free, config, max_new_tokens, row, details, not_computed
         )
+        mapping = _mapping(model, tokenizer, splits, reference, gold_free, config, row, details, not_computed)
         _quantization(model, tokenizer, forget_ds, config, max_new_tokens, row, not_computed)
     for key, reason in not_computed.items():
         logger.warning("%s: %s", key, reason)
     for warning in warnings:
         logger.warning("%s", warning)
     row["details"] = details
-    return row, Reference(own_ratios, aucs, relearn)
+    return row, Reference(own_ratios, aucs, relearn, mapping)
 
 
 RELEARN_VIEWS = {"recovery": "", "prob_recovery": "_prob", "rouge_recovery": "_rouge"}
+MAPPING_VIEWS = {"recovery": "", "prob_recovery": "_prob"}
 
 
 def _relearn(
     model, tokenizer, splits, reference, gold_free, config, max_new_tokens, row, details, not_computed
 ):
-    """The relearning attack on the forget people and, as the control, on the holdout people; the retrained
-    model's numbers under the same attack come from ``reference`` (``None``: ``model`` is the retrained one,
-    unless ``gold_free``)."""
-    keys = [
-        f"relearn{infix}_recovery{suffix}" for infix in ("", "_control") for suffix in RELEARN_VIEWS.values()
-    ]
-    row |= dict.fromkeys(keys)
-    if config.relearn_steps <= 0:
-        for key in keys:
-            not_computed[key] = "not computed — relearn_steps is 0"
-        return None
+    """The relearning attack on the forget people and, as the control, on the holdout people."""
     attack = {
         "steps": config.relearn_steps,
         "learning_rate": config.relearn_learning_rate,
@@ -376,22 +373,54 @@ def _relearn(
         "eval_batch_size": config.batch_size,
         "max_new_tokens": max_new_tokens,
     }
-    relearn = relearn_attack(model, tokenizer, splits["forget"], **attack)
-    row |= {f"relearn_recovery{suffix}": relearn[k] for k, suffix in RELEARN_VIEWS.items()}
+    skip = "relearn_steps is 0" if config.relearn_steps <= 0 else None
+    run = functools.partial(relearn_attack, model, tokenizer, **attack)
+    gold = "self" if reference is None else reference.relearn
+    return _controlled(
+        "relearn", run, RELEARN_VIEWS, skip, splits, None if gold_free else gold, row, details, not_computed
+    )
+
+
+def _mapping(model, tokenizer, splits, reference, gold_free, config, row, details, not_computed):
+    """The mapping attack on the forget people and, as the control, on the holdout people."""
+    skip = "mapping_steps is 0" if config.mapping_steps <= 0 else None
+    run = functools.partial(
+        mapping_attack, model, tokenizer, budget=config.mapping_budget, steps=config.mapping_steps,
+        batch_size=config.batch_size,
+    )  # fmt: skip
+    gold = "self" if reference is None else reference.mapping
+    return _controlled(
+        "mapping", run, MAPPING_VIEWS, skip, splits, None if gold_free else gold, row, details, not_computed
+    )
+
+
+def _controlled(name, attack, views, skip, splits, gold, row, details, not_computed):
+    """``attack(rows)`` on the forget people (``{name}_recovery*`` keys) and, as the gold-free control, on the
+    holdout people (``{name}_control_recovery*``); ``details[name]`` also holds the retrained model's numbers
+    under the same attack (``gold``: ``"self"`` when this model is the retrained one, ``None`` when there is no
+    retrained model or its numbers for this attack are not known).
+    Returns the forget-set result (``None`` when ``skip`` says why the attack is off)."""
+    keys = [f"{name}{infix}_recovery{suffix}" for infix in ("", "_control") for suffix in views.values()]
+    row |= dict.fromkeys(keys)
+    if skip:
+        not_computed |= {key: f"not computed — {skip}" for key in keys}
+        return None
+    result = attack(splits["forget"])
+    row |= {f"{name}_recovery{suffix}": result[k] for k, suffix in views.items()}
     control = None
     if "holdout" in splits and len(splits["holdout"]) >= 2:
-        control = relearn_attack(model, tokenizer, splits["holdout"], **attack)
-        row |= {f"relearn_control_recovery{suffix}": control[k] for k, suffix in RELEARN_VIEWS.items()}
+        control = attack(splits["holdout"])
+        row |= {f"{name}_control_recovery{suffix}": control[k] for k, suffix in views.items()}
     else:
-        for suffix in RELEARN_VIEWS.values():
-            not_computed[f"relearn_control_recovery{suffix}"] = f"not computed — {NO_HOLDOUT}"
-    gold = None if gold_free else relearn if reference is None else reference.relearn
-    details["relearn"] = {
-        **relearn,
+        for suffix in views.values():
+            not_computed[f"{name}_control_recovery{suffix}"] = f"not computed — {NO_HOLDOUT}"
+    retrained = result if gold == "self" else gold
+    details[name] = {
+        **result,
         **({f"control_{k}": v for k, v in control.items()} if control else {}),
-        **({f"retrained_{k}": v for k, v in gold.items()} if gold else {}),
+        **({f"retrained_{k}": v for k, v in retrained.items()} if retrained else {}),
     }
-    return relearn
+    return result
 
 
 def _quantization(model, tokenizer, forget, config, max_new_tokens, row, not_computed) -> None:
