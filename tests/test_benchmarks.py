@@ -168,6 +168,25 @@ def test_run_all_benchmarks_every_registered_method(tmp_path, monkeypatch, capsy
     assert "### tofu_forget01 (mean ± sd over seeds 0 1)" in (out / "table.md").read_text()
 
 
+def test_worst_case_forget_set_is_the_most_memorised_people_with_its_own_gold_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "DEMO_METHODS", {"retain_ft": "test_benchmarks:retain_finetune"})
+    bench = load_benchmark("worst_case_forget")
+    out = tmp_path / "worst.json"
+    bench.main(["--method", "retain_ft", "--seeds", "0", "--people", "10", "--holdout", "2", "--base_epochs", "2",
+                "--eval_rows", "6", "--evaluator", "test_benchmarks:qa_scores", "--work", str(tmp_path / "w"),
+                "--out", str(out)])  # fmt: skip
+    res = json.loads(out.read_text())
+    random, worst = res["random"], res["worst_case"]
+    # the same number of people, the worst-case ones at least as memorised (they are the top of the ranking)
+    assert worst["forget_memorisation_per_seed"][0] >= random["forget_memorisation_per_seed"][0]
+    assert worst["forget_memorisation_per_seed"][0] >= worst["retain_memorisation_per_seed"][0]
+    assert worst["methods"]["retain_ft"]["n_seeds"] == 1 and random["methods"]["retain_ft"]["n_seeds"] == 1
+    base = tmp_path / "w" / "default-p10-h2-e2.0-s0"
+    assert (base / "gold" / "model.safetensors").exists()  # the random split's gold, shared with run_all
+    assert (base / "worst_case" / "gold" / "model.safetensors").exists()  # and the worst-case split's own
+    assert res["environment"]["versions"]["torch"] and res["command"].endswith(str(out))
+
+
 def test_missing_tofu_files_stop_the_run_before_any_training(tmp_path):
     with pytest.raises(ValueError, match="No TOFU files in"):
         load_run_all().main(["--quick", "--tofu-dir", str(tmp_path), "--work", str(tmp_path / "w")])
