@@ -295,8 +295,10 @@ def run_setting(
     with_texts: bool,
     lora_r: int = LORA_R,
     overrides: dict[str, dict] | None = None,
+    methods_dir: Path | None = None,
 ) -> dict:
-    """Train (or reuse) the full and gold models of one setting, run every method, return its results.
+    """Train (or reuse) the full and gold models of one setting, run every method (into ``methods_dir``, default
+    ``work/methods``), return its results.
 
     ``overrides`` maps a row (``"<method>"`` or ``"<method>/lora"``) to extra keyword arguments for its method
     function (see :func:`row_overrides`); they are recorded in the row as ``overrides``."""
@@ -326,7 +328,11 @@ def run_setting(
             try:
                 start = time.perf_counter()
                 model, extra = _call(spec)(
-                    base_dir / "full", data, work / "methods" / key.replace("/", "-"), seed, **kwargs
+                    base_dir / "full",
+                    data,
+                    (methods_dir or work / "methods") / key.replace("/", "-"),
+                    seed,
+                    **kwargs,
                 )
                 row = {"seconds": time.perf_counter() - start, **extra, "mode": mode, "overrides": kwargs}
                 row.update(score(model))

@@ -9,9 +9,14 @@ people as the random one. Each forget set gets its own gold model (the retain pe
 the method's row (run_all's settings and ``tuning.json`` overrides), scored with the whole suite against its own
 gold model: forget quality, model utility, PrivLeak, the relearning and mapping attacks, the quantization attack.
 The JSON holds, per forget set, the full / gold / method rows as mean ± sd over the seeds with every seed's row
-under ``per_seed`` (:func:`hf_unlearn.seeds.aggregate_results`), the forget people's mean memorisation, the
-commands and the environment. The tokenizer is the random split's (trained on its retain and holdout people), so
-on the worst-case split a few forget names are whole vocabulary entries and a few retain names are not.
+under ``per_seed`` (:func:`hf_unlearn.seeds.aggregate_results`), the forget people's mean memorisation, and per
+seed the command, wall seconds and environment (``runs``). A finished seed is kept in
+``<out dir>/per_seed/<out name>-s<seed>.json`` and reused by a run with the same configuration, so seeds can run
+in separate processes (``--seeds 1``) and a last run over all seeds aggregates them.
+
+The tokenizer is the random split's (trained on its retain people only), so on the worst-case split the forget
+people who were random-split retain people have their names in the vocabulary while the holdout people do not: the
+membership attacks of the worst-case rows are not on the tokenizer footing of the random rows.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from datasets import concatenate_datasets
 
 from hf_unlearn.evaluation.worst_case import subject_memorisation, worst_case_split
-from hf_unlearn.io import write_json_atomic
+from hf_unlearn.io import read_json, write_json_atomic
 from hf_unlearn.seeds import aggregate_results, environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +55,8 @@ def run_seed(
     )
     trained_rows = concatenate_datasets([data["forget"], data["retain"]])
     memorisation = subject_memorisation(trained["full"][0], tokenizer, trained_rows)
+    # the random split's gold model is run_all's; each split's method rows go to folders of their own, so that a
+    # run_all process on the same work dir never shares a method folder with this one
     splits = {
         "random": (data, base_dir),
         "worst_case": (worst_case_split(data, memorisation), base_dir / "worst_case"),
@@ -61,6 +68,7 @@ def run_seed(
             f"default/{name}", split_data, base_dir, folder, methods=[method], modes=["full"], seed=seed,
             evaluator=evaluator, eval_rows=eval_rows, base_overrides=base_overrides,
             with_texts=with_texts, overrides=run_all.row_overrides("default", tuning_file),
+            methods_dir=base_dir / "worst_case" / f"{name}-methods",
         )  # fmt: skip
         forget_people = set(split_data["forget"]["subject"])
         results["forget_memorisation"] = statistics.fmean(memorisation[p] for p in forget_people)
@@ -114,25 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     preset = {k: v for k, v in run_all.PRESETS["full"].items() if k not in ("settings", "modes")}
     sizes = {**preset, "people": args.people, "holdout": args.holdout, "base_epochs": args.base_epochs,
              "eval_rows": args.eval_rows}  # fmt: skip
-    per_seed = [
-        run_seed(args.method, seed, args.work, args.tuning, args.evaluator, **dict(sizes))
-        for seed in args.seeds
-    ]
-    result = {
-        "method": args.method,
-        "seeds": args.seeds,
-        "sizes": sizes,
-        "command": " ".join(
-            ["python", "benchmarks/worst_case_forget.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "environment": environment(),
-    }
+    command = " ".join(
+        ["python", "benchmarks/worst_case_forget.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    config = {"method": args.method, "sizes": sizes, "evaluator": args.evaluator,
+              "overrides": run_all.row_overrides("default", args.tuning)}  # fmt: skip
+    per_seed, runs = [], {}
+    for seed in args.seeds:  # a finished seed with this configuration is reused, so seeds can run in parallel
+        seed_file = args.out.parent / "per_seed" / f"{args.out.stem}-s{seed}.json"
+        finished = read_json(seed_file) if seed_file.exists() else None
+        if not (finished and finished["config"] == config):
+            start = time.perf_counter()
+            results = run_seed(args.method, seed, args.work, args.tuning, args.evaluator, **dict(sizes))
+            run = {"command": command, "seconds": time.perf_counter() - start, "environment": environment()}
+            finished = {"config": config, "results": results, "run": run}
+            write_json_atomic(seed_file, finished)
+        per_seed.append(finished["results"])
+        runs[str(seed)] = finished["run"]
+    result = {"method": args.method, "seeds": args.seeds, "sizes": sizes, "runs": runs}
     for name in FORGET_SETS:
-        runs = [r[name] for r in per_seed]
+        rows = [r[name] for r in per_seed]
         result[name] = {
-            **aggregate_results(runs, args.seeds),
+            **aggregate_results(rows, args.seeds),
             **{
-                f"{key}_per_seed": [r[key] for r in runs]
+                f"{key}_per_seed": [r[key] for r in rows]
                 for key in ("forget_memorisation", "retain_memorisation", "seconds")
             },
         }

@@ -184,7 +184,16 @@ def test_worst_case_forget_set_is_the_most_memorised_people_with_its_own_gold_mo
     base = tmp_path / "w" / "default-p10-h2-e2.0-s0"
     assert (base / "gold" / "model.safetensors").exists()  # the random split's gold, shared with run_all
     assert (base / "worst_case" / "gold" / "model.safetensors").exists()  # and the worst-case split's own
-    assert res["environment"]["versions"]["torch"] and res["command"].endswith(str(out))
+    assert res["runs"]["0"]["environment"]["versions"]["torch"] and res["runs"]["0"]["command"].endswith(
+        str(out)
+    )
+    # a finished seed is reused: a rerun trains and scores nothing
+    monkeypatch.setattr(bench, "run_seed", lambda *a, **k: pytest.fail("a finished seed ran again"))
+    bench.main(["--method", "retain_ft", "--seeds", "0", "--people", "10", "--holdout", "2", "--base_epochs", "2",
+                "--eval_rows", "6", "--evaluator", "test_benchmarks:qa_scores", "--work", str(tmp_path / "w"),
+                "--out", str(out)])  # fmt: skip
+    assert json.loads(out.read_text())["worst_case"]["methods"] == worst["methods"]
+    assert (base / "worst_case" / "random-methods" / "retain_ft").is_dir()  # never run_all's methods/ folder
 
 
 def test_missing_tofu_files_stop_the_run_before_any_training(tmp_path):
