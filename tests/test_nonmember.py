@@ -13,6 +13,7 @@ from hf_unlearn.evaluation.qa import exact_match
 from hf_unlearn.losses import nonmember_kl, sequence_log_probs
 from hf_unlearn.models import load_model_and_tokenizer
 from hf_unlearn.trainers import resolve_method
+from hf_unlearn.trainers.base_trainer import pad_to_width
 from hf_unlearn.trainers.nonmember_config import NonMemberConfig
 from hf_unlearn.trainers.nonmember_trainer import INDEX, TARGET, NonMemberTrainer
 
@@ -161,9 +162,37 @@ def test_nonmember_distillation_forgets_toward_strangers_and_keeps_retain(
     assert after[0] <= before[0] - 0.3, (before, after)
     assert after[1] >= before[1] - 0.1, (before, after)
     # the forget answers are now about as likely as the original model finds them for strangers
-    print("DBG", before, after, gap_before, gap_after, losses[0], losses[-1])
     assert gap_before > 0.1 and abs(gap_after) < 0.5 * gap_before, (gap_before, gap_after)
     assert losses[-1] < 0.15 * losses[0], losses
+
+
+def test_a_retain_batch_longer_than_the_forget_batch_pads_the_alignment_too(
+    memorised_model_dir, small_splits, tmp_path
+):
+    """The joint forward pads the forget batch to a longer retain batch's width; the renamed-row alignment is
+    padded with -1 (compared with nothing), so the loss is the unpadded batch's (this crashed with a shape error
+    on the worst-case forget set, whose last batch held only short QA rows)."""
+    model, tok = load_model_and_tokenizer(memorised_model_dir, dtype=torch.float32)
+    long_retain = small_splits["retain"].map(lambda r: {"answer": r["answer"] + " and so on" * 20})
+    args = NonMemberConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=1,
+                           use_cpu=True, disable_tqdm=True, seed=0, report_to=[])  # fmt: skip
+    trainer = NonMemberTrainer(
+        model, args, forget_dataset=small_splits["forget"], retain_dataset=long_retain, processing_class=tok
+    )
+    trainer.train()  # the joint forward with the longer retain rows runs
+    assert trainer.state.global_step == 1
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    width = batch["input_ids"].shape[1] + 7
+    padded = pad_to_width(batch, width, tok.pad_token_id, trainer.position_pads)
+    assert padded[INDEX].shape == padded["input_ids"].shape == (4, width)
+    assert (padded[INDEX][:, -7:] == -1).all() and (padded["labels"][:, -7:] == IGNORE).all()
+    torch.manual_seed(0)
+    logits = torch.randn(4, width, 11)
+    target = torch.randn(4, batch[TARGET + "input_ids"].shape[1], 11)
+    ids, target_ids = (t.remainder(11) for t in (padded["input_ids"], batch[TARGET + "input_ids"]))
+    full = nonmember_kl(logits, target, padded[INDEX], ids, target_ids)
+    unpadded = nonmember_kl(logits[:, : width - 7], target, batch[INDEX], ids[:, : width - 7], target_ids)
+    assert full.item() == pytest.approx(unpadded.item())  # the padded positions count for nothing
 
 
 def test_nonmember_bad_inputs_say_how_to_fix(memorised_model_dir, small_splits, tmp_path):

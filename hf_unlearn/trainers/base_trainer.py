@@ -58,15 +58,17 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 PAD_VALUES = {"attention_mask": 0, "labels": IGNORE_INDEX}
 
 
-def pad_to_width(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad the ``(B, T)`` model inputs of ``batch`` to ``(B, width)``; other keys are kept as they are."""
+def pad_to_width(
+    batch: dict[str, torch.Tensor], width: int, pad_token_id: int, position_pads: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-pad the ``(B, T)`` model inputs of ``batch`` to ``(B, width)``, and every other per-position key in
+    ``position_pads`` (key -> pad value) that the batch holds; other keys are kept as they are."""
     out = dict(batch)
-    for key in MODEL_INPUTS:
-        extra = width - batch[key].shape[1]
+    pads = {**{k: PAD_VALUES.get(k, pad_token_id) for k in MODEL_INPUTS}, **(position_pads or {})}
+    for key, value in pads.items():
+        extra = width - batch[key].shape[1] if key in batch else 0
         if extra > 0:
-            out[key] = torch.nn.functional.pad(
-                batch[key], (0, extra), value=PAD_VALUES.get(key, pad_token_id)
-            )
+            out[key] = torch.nn.functional.pad(batch[key], (0, extra), value=value)
     return out
 
 
@@ -135,6 +137,9 @@ class UnlearningTrainer(Trainer):
     uses_reference_forward: bool = False
     # the method's name on model cards (see hf_unlearn.hub.card.METHODS); subclasses set it
     method_name: str = "unlearning"
+    #: per-position columns of the forget batch besides the model inputs (key -> pad value), padded with them
+    #: when a longer retain batch widens the joint forward
+    position_pads: dict[str, int] = {}
 
     def __init__(
         self,
@@ -387,7 +392,8 @@ class UnlearningTrainer(Trainer):
         if args.regularizer != "none":
             width = max(inputs["input_ids"].shape[1], retain["input_ids"].shape[1])
             pad_id = self.processing_class.pad_token_id
-            inputs, retain = pad_to_width(inputs, width, pad_id), pad_to_width(retain, width, pad_id)
+            inputs = pad_to_width(inputs, width, pad_id, self.position_pads)
+            retain = pad_to_width(retain, width, pad_id)
             both = model(**{k: torch.cat([inputs[k], retain[k]]) for k in model_inputs}).logits
             logits, retain_logits = both[: len(inputs["input_ids"])], both[len(inputs["input_ids"]) :]
         else:

@@ -48,6 +48,8 @@ class NonMemberTrainer(UnlearningTrainer):
         ValueError: as :func:`~hf_unlearn.data.nonmembers.assign_stand_ins`.
     """
 
+    position_pads = {INDEX: -1}  # a position added by padding is compared with nothing
+
     method_name = "nonmember"
 
     uses_reference_forward = True
