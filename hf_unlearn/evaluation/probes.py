@@ -31,8 +31,7 @@ from datasets import Dataset
 from hf_unlearn.data.forget_retain import PaddingCollator
 from hf_unlearn.data.formats import IGNORE_INDEX, tokenize_qa
 from hf_unlearn.evaluation.metrics import mean, normalised_prob, rouge_l
-from hf_unlearn.evaluation.qa import generate_answers, score_answers
-from hf_unlearn.losses import token_log_probs
+from hf_unlearn.evaluation.qa import answer_scores, generate_answers, score_answers
 
 QUANT_BITS = (8, 4)
 
@@ -282,11 +281,8 @@ def mapping_attack(
 
 
 def _answer_scores(model, inputs_embeds, attention_mask, labels):
-    """Teacher-forced ``(summed answer log-prob, exact match, answer tokens)`` per row of embedded inputs."""
-    logits = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
-    logps, mask = token_log_probs(logits, labels)
-    hits = (logits[:, :-1].argmax(-1) == labels[:, 1:]) | ~mask
-    return logps.sum(-1), hits.all(-1).float(), mask.sum(-1)
+    """:func:`~hf_unlearn.evaluation.qa.answer_scores` of the model run on embedded inputs."""
+    return answer_scores(model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits, labels)
 
 
 def _mapped_batch(model, embed, batch, radius: float, steps: int) -> dict[str, torch.Tensor]:

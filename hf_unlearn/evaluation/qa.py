@@ -13,6 +13,15 @@ from hf_unlearn.evaluation.mia import next_token_moments
 from hf_unlearn.losses import token_log_probs
 
 
+def answer_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Teacher-forced ``(summed answer log-prob, exact match, answer tokens)``, each ``(B,)``, of ``(B, T, V)``
+    logits against ``labels`` (``-100`` where a position is not an answer token); exact match is 1.0 where the
+    argmax prediction equals every answer token."""
+    logps, mask = token_log_probs(logits, labels)  # (B, T-1)
+    hits = (logits[:, :-1].argmax(-1) == labels[:, 1:]) | ~mask
+    return logps.sum(-1), hits.all(-1).float(), mask.sum(-1)
+
+
 @torch.no_grad()
 def score_answers(
     model, tokenizer, questions: list[str], answers: list[str], batch_size: int = 64, desc: str | None = None
@@ -38,11 +47,8 @@ def score_answers(
         if getattr(model, "accepts_prompt_lengths", False):
             extra["prompt_lengths"] = (batch["labels"] != IGNORE_INDEX).int().argmax(-1)  # first answer token
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
-        logps, mask = token_log_probs(logits, batch["labels"])  # (B, T-1)
-        hits = (logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) | ~mask
-        em.append(hits.all(-1).float().cpu())
-        logp.append(logps.sum(-1).cpu())
-        count.append(mask.sum(-1).cpu())
+        for values, scores in zip((logp, em, count), answer_scores(logits, batch["labels"])):
+            values.append(scores.cpu())
     model.train(was_training)
     return {"exact_match": torch.cat(em), "log_prob": torch.cat(logp), "n_tokens": torch.cat(count)}
 
