@@ -375,9 +375,8 @@ def _relearn(
     }
     skip = "relearn_steps is 0" if config.relearn_steps <= 0 else None
     run = functools.partial(relearn_attack, model, tokenizer, **attack)
-    gold = "self" if reference is None else reference.relearn
     return _controlled(
-        "relearn", run, RELEARN_VIEWS, skip, splits, None if gold_free else gold, row, details, not_computed
+        "relearn", run, RELEARN_VIEWS, skip, splits, reference, gold_free, row, details, not_computed
     )
 
 
@@ -388,17 +387,16 @@ def _mapping(model, tokenizer, splits, reference, gold_free, config, row, detail
         mapping_attack, model, tokenizer, budget=config.mapping_budget, steps=config.mapping_steps,
         batch_size=config.batch_size,
     )  # fmt: skip
-    gold = "self" if reference is None else reference.mapping
     return _controlled(
-        "mapping", run, MAPPING_VIEWS, skip, splits, None if gold_free else gold, row, details, not_computed
+        "mapping", run, MAPPING_VIEWS, skip, splits, reference, gold_free, row, details, not_computed
     )
 
 
-def _controlled(name, attack, views, skip, splits, gold, row, details, not_computed):
+def _controlled(name, attack, views, skip, splits, reference, gold_free, row, details, not_computed):
     """``attack(rows)`` on the forget people (``{name}_recovery*`` keys) and, as the gold-free control, on the
     holdout people (``{name}_control_recovery*``); ``details[name]`` also holds the retrained model's numbers
-    under the same attack (``gold``: ``"self"`` when this model is the retrained one, ``None`` when there is no
-    retrained model or its numbers for this attack are not known).
+    under the same attack: ``reference.<name>`` (absent when not known), this model's own when ``reference`` is
+    ``None`` (it is the retrained model), none with ``gold_free``.
     Returns the forget-set result (``None`` when ``skip`` says why the attack is off)."""
     keys = [f"{name}{infix}_recovery{suffix}" for infix in ("", "_control") for suffix in views.values()]
     row |= dict.fromkeys(keys)
@@ -414,7 +412,7 @@ def _controlled(name, attack, views, skip, splits, gold, row, details, not_compu
     else:
         for suffix in views.values():
             not_computed[f"{name}_control_recovery{suffix}"] = f"not computed — {NO_HOLDOUT}"
-    retrained = result if gold == "self" else gold
+    retrained = None if gold_free else result if reference is None else getattr(reference, name)
     details[name] = {
         **result,
         **({f"control_{k}": v for k, v in control.items()} if control else {}),
