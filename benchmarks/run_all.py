@@ -36,6 +36,7 @@ exact match and ROUGE-L on forget / retain / holdout). The Pareto plot uses ``fo
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import json
@@ -449,6 +450,38 @@ def setting_inputs(
     raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")
 
 
+def seed_record(seed_file: Path, config: dict, command: str, compute=None, **run_extra) -> dict | None:
+    """One seed's record in ``seed_file`` (``config``, ``results``, ``run``): the finished one when its configuration
+    equals ``config``, else ``compute()``'s results with ``run`` = the command, its wall seconds (models reused from
+    a work dir not included) and ``run_extra``, written atomically; ``None`` when no finished record matches and
+    ``compute`` is ``None``. (Benchmarks that run seed by seed, in several sessions or parallel processes, share it.)"""
+    finished = read_json(seed_file) if seed_file.exists() else None
+    if finished and finished["config"] == config:
+        logger.info("reusing the finished run in %s", seed_file)
+        return finished
+    if compute is None:
+        return None
+    start = time.perf_counter()
+    results = compute()
+    run = {"command": command, "seconds": time.perf_counter() - start, **run_extra}
+    record = {"config": config, "results": results, "run": run}
+    write_json_atomic(seed_file, record)
+    return record
+
+
+def _seed_results(setting: str, work: Path, *, settings, seed, tofu_dir, sizes, **run_kwargs) -> dict:
+    """One seed of ``setting``: :func:`run_setting`'s results with the machine they ran on (``environment``)."""
+    data, base_dir, setting_dir, base_overrides, with_texts = setting_inputs(
+        setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
+    )
+    results = run_setting(
+        setting, data, base_dir, setting_dir, seed=seed, base_overrides=base_overrides, with_texts=with_texts,
+        **run_kwargs,
+    )  # fmt: skip
+    results["environment"] = environment()
+    return results
+
+
 def run_all(
     out: Path,
     work: Path,
@@ -488,7 +521,7 @@ def run_all(
         )
     all_results = []
     for setting in settings:
-        per_seed, commands = [], []
+        records = []
         for seed in seeds:
             config = {
                 "methods": sorted(methods), "modes": sorted(modes), "evaluator": evaluator, "lora_r": lora_r,
@@ -496,43 +529,20 @@ def run_all(
                 "sizes": {**sizes, "pool": tofu_pool(settings) if setting.startswith("tofu_") else None},
             }  # fmt: skip
             seed_file = out / "per_seed" / f"{setting}-s{seed}.json"
-            finished = read_json(seed_file) if seed_file.exists() else None
-            if finished and finished["config"] == config:
-                logger.info("%s seed %d: reusing the finished run in %s", setting, seed, seed_file)
-                per_seed.append(finished["results"])
-                commands.append(finished.get("run"))
-                continue
-            if aggregate_only:
+            compute = functools.partial(
+                _seed_results, setting, work, settings=settings, methods=methods, modes=modes, seed=seed,
+                evaluator=evaluator, tofu_dir=tofu_dir, eval_rows=eval_rows, lora_r=lora_r,
+                overrides=config["overrides"], sizes=sizes,
+            )  # fmt: skip
+            record = seed_record(seed_file, config, command, None if aggregate_only else compute)
+            if record is None:
                 logger.warning(
                     "%s seed %d: no finished run with this configuration in %s; %s not aggregated",
                     setting, seed, seed_file, setting,
                 )  # fmt: skip
                 break
-            seed_start = time.perf_counter()
-            data, base_dir, setting_dir, base_overrides, with_texts = setting_inputs(
-                setting, work, settings=settings, seed=seed, tofu_dir=tofu_dir, **sizes
-            )
-            results = run_setting(
-                setting,
-                data,
-                base_dir,
-                setting_dir,
-                methods=methods,
-                modes=modes,
-                seed=seed,
-                evaluator=evaluator,
-                eval_rows=eval_rows,
-                base_overrides=base_overrides,
-                with_texts=with_texts,
-                lora_r=lora_r,
-                overrides=config["overrides"],
-            )
-            results["environment"] = environment()
-            # the command that ran this seed and its wall time (the models it reused from `work` not included)
-            run = {"command": command, "seconds": time.perf_counter() - seed_start}
-            write_json_atomic(seed_file, {"config": config, "results": results, "run": run})
-            per_seed.append(results)
-            commands.append(run)
+            records.append(record)
+        per_seed = [r["results"] for r in records]
         if len(per_seed) < len(seeds):
             continue
         first = per_seed[0]
@@ -541,7 +551,7 @@ def run_all(
             **aggregate_results(per_seed, seeds),
             # the machine of each seed (a finished seed is reused from out/per_seed/, maybe from another machine)
             "environment": {str(seed): r["environment"] for seed, r in zip(seeds, per_seed)},
-            "runs": {str(seed): run for seed, run in zip(seeds, commands)},
+            "runs": {str(seed): r.get("run") for seed, r in zip(seeds, records)},
         }
         write_json_atomic(out / f"{setting}.json", res)
         all_results.append(res)

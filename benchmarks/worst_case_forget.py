@@ -22,6 +22,7 @@ membership attacks of the worst-case rows are not on the tokenizer footing of th
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import statistics
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 from datasets import concatenate_datasets
 
 from hf_unlearn.evaluation.worst_case import subject_memorisation, worst_case_split
-from hf_unlearn.io import read_json, write_json_atomic
+from hf_unlearn.io import write_json_atomic
 from hf_unlearn.seeds import aggregate_results, environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,10 +78,14 @@ def run_seed(
         )
         results["seconds"] = time.perf_counter() - start
         out[name] = results
+        row = results["methods"][method]
+        shown = ("forget_quality", "forget_em", "retain_em")  # those the evaluator computes
+        outcome = (
+            row["error"] if "error" in row else ", ".join(f"{k} {row[k]:.3g}" for k in shown if k in row)
+        )
         logging.info(
-            "seed %d, %s forget set (memorisation %.3f): %s forget_quality %.3g, forget_em %.3f, retain_em %.3f",
-            seed, name, results["forget_memorisation"], method, results["methods"][method].get("forget_quality", 0),
-            results["methods"][method].get("forget_em", 0), results["methods"][method].get("retain_em", 0),
+            "seed %d, %s forget set (memorisation %.3f): %s %s",
+            seed, name, results["forget_memorisation"], method, outcome,
         )  # fmt: skip
     return out
 
@@ -127,18 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     config = {"method": args.method, "sizes": sizes, "evaluator": args.evaluator,
               "overrides": run_all.row_overrides("default", args.tuning)}  # fmt: skip
-    per_seed, runs = [], {}
-    for seed in args.seeds:  # a finished seed with this configuration is reused, so seeds can run in parallel
-        seed_file = args.out.parent / "per_seed" / f"{args.out.stem}-s{seed}.json"
-        finished = read_json(seed_file) if seed_file.exists() else None
-        if not (finished and finished["config"] == config):
-            start = time.perf_counter()
-            results = run_seed(args.method, seed, args.work, args.tuning, args.evaluator, **dict(sizes))
-            run = {"command": command, "seconds": time.perf_counter() - start, "environment": environment()}
-            finished = {"config": config, "results": results, "run": run}
-            write_json_atomic(seed_file, finished)
-        per_seed.append(finished["results"])
-        runs[str(seed)] = finished["run"]
+    # a finished seed with this configuration is reused, so seeds can run in parallel processes
+    records = [
+        run_all.seed_record(
+            args.out.parent / "per_seed" / f"{args.out.stem}-s{seed}.json",
+            config,
+            command,
+            functools.partial(run_seed, args.method, seed, args.work, args.tuning, args.evaluator, **sizes),
+            environment=environment(),
+        )  # fmt: skip
+        for seed in args.seeds
+    ]
+    per_seed = [r["results"] for r in records]
+    runs = {str(seed): r["run"] for seed, r in zip(args.seeds, records)}
     result = {"method": args.method, "seeds": args.seeds, "sizes": sizes, "runs": runs}
     for name in FORGET_SETS:
         rows = [r[name] for r in per_seed]
