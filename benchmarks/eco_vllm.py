@@ -6,8 +6,8 @@ The same request list (default 500 requests, 90 % retain questions / 10 % forget
 Reported per run and as medians over the rounds: throughput (requests/s, generated tokens/s), p50/p95 latency, and
 the guarded/unguarded ratio of median throughputs (target >= 0.90). Each of ``--seeds`` (default 0 1 2) draws its own
 request list and runs all the rounds again on the same engine; the JSON holds every seed's runs under ``per_seed``
-and the mean ± sd over the seeds of the ratio, the medians and the guard's own cost. The guard's decision cache is switched off,
-so every guarded request pays for its classification. Load-test checks on every run: no failed request, every
+and the mean ± sd over the seeds of the ratio, the medians and the guard's own cost. The guard's decision cache is
+switched off, so every guarded request pays for its classification. Load-test checks on every run: no failed request, every
 request answered exactly once (unique response ids, one answer per request), retain answers identical to the
 unguarded server's, and how many forget prompts the classifier missed / retain prompts it flagged.
 

@@ -502,8 +502,9 @@ def run_all(
     """Run every setting once per seed, write ``out/<setting>.json`` (aggregated over the seeds, see
     :func:`hf_unlearn.seeds.aggregate_results`), ``out/table.md`` (mean ± sd) and ``out/pareto.png`` (means).
 
-    ``command`` is recorded with each seed it runs (see below). ``sizes`` are :func:`setting_inputs`' data sizes and epoch bounds (``people``, ``holdout``, ``base_epochs``,
-    ``tofu_holdout_authors``, ``tofu_retain_authors``, ``tofu_epochs``).
+    ``command`` is recorded with each seed it runs (see below). ``sizes`` are :func:`setting_inputs`' data sizes
+    and epoch bounds (``people``, ``holdout``, ``base_epochs``, ``tofu_holdout_authors``, ``tofu_retain_authors``,
+    ``tofu_epochs``).
 
     Full and gold models are reused from ``work`` when a finished one is there; their folder names carry the
     data sizes, epoch bound and seed, so changing those trains new ones. Each finished seed of a setting is

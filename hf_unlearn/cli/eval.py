@@ -309,7 +309,8 @@ def _evaluate(script, config, unlearn, specs, splits, out: Path) -> int:
         notes.append(
             "Gold-free audit (no --retain_model): compare mia_auc_* with 0.5 (chance: the forget people look like "
             "never-seen ones), relearn_recovery* and mapping_recovery* with relearn_control_recovery* and "
-            "mapping_control_recovery* (the same attacks on the holdout people), quant*_forget_* with forget_em / forget_rouge (a rise = quantization restores answers)."
+            "mapping_control_recovery* (the same attacks on the holdout people), quant*_forget_* with forget_em / "
+            "forget_rouge (a rise = quantization restores answers)."
         )
     if script.unlearn_fn:
         results |= run_sweeps(
